@@ -2,12 +2,13 @@
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../common/errors.js';
 import { registerCommands } from './commands.js';
+import { TOOL_VERSION } from '../common/version.js';
 
 const program = new Command();
 program
   .name('qwen3-onnx')
   .description('Build fast, small ONNX models of Qwen3-ASR straight from Hugging Face safetensors (no Python).')
-  .version('0.1.0')
+  .version(TOOL_VERSION)
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
 

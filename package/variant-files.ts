@@ -1,0 +1,54 @@
+import { access, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { UserError } from '../common/errors.js';
+import { checkExternalData } from './onnx-check.js';
+
+/** The graphs a consumer loads, in load order. */
+export const GRAPHS = ['encoder', 'decoder_init', 'decoder_step'] as const;
+
+/** Files every archive carries besides the graphs and their weights (when the checkpoint had them). */
+const SUPPORT_FILES = [
+  'config.json', 'embed_tokens.bin',
+  'vocab.json', 'merges.txt', 'tokenizer_config.json', 'tokenizer.json',
+  'preprocessor_config.json', 'chat_template.json', 'generation_config.json',
+];
+const REQUIRED_SUPPORT = ['config.json', 'embed_tokens.bin'];
+
+async function exists(path: string): Promise<boolean> {
+  try { await access(path); return true; } catch { return false; }
+}
+
+/**
+ * The graph file a consumer asking for `variant` loads: `<graph>.<variant>.onnx`, falling back to
+ * the float `<graph>.onnx` (so the float encoder serves every variant).
+ */
+export async function graphFileFor(modelDir: string, graph: string, variant: string): Promise<string> {
+  if (variant !== 'fp32') {
+    const suffixed = `${graph}.${variant}.onnx`;
+    if (await exists(join(modelDir, suffixed))) return suffixed;
+    if (graph !== 'encoder') throw new UserError(`${modelDir}: variant ${variant} has no ${suffixed} (run quantize first)`);
+  }
+  const plain = `${graph}.onnx`;
+  if (!(await exists(join(modelDir, plain)))) throw new UserError(`${modelDir}: ${plain} is missing`);
+  return plain;
+}
+
+/** Every file the variant needs (graphs, the data files they reference, config, embeddings, tokenizer), sorted. */
+export async function variantFiles(modelDir: string, variant: string): Promise<string[]> {
+  let listing: string[];
+  try { listing = await readdir(modelDir); } catch { throw new UserError(`${modelDir}: not a model directory`); }
+  const files = new Set<string>();
+  for (const graph of GRAPHS) {
+    const file = await graphFileFor(modelDir, graph, variant);
+    files.add(file);
+    for (const data of await checkExternalData(join(modelDir, file), join(modelDir, file))) files.add(data);
+  }
+  for (const f of SUPPORT_FILES) {
+    if (listing.includes(f)) files.add(f);
+    else if (REQUIRED_SUPPORT.includes(f)) throw new UserError(`${modelDir}: ${f} is missing`);
+  }
+  if (!listing.includes('tokenizer.json') && !(listing.includes('vocab.json') && listing.includes('merges.txt'))) {
+    throw new UserError(`${modelDir}: no tokenizer (need tokenizer.json or vocab.json + merges.txt)`);
+  }
+  return [...files].sort();
+}
