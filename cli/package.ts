@@ -23,7 +23,7 @@ export function register(program: Command): void {
         modelDir: resolve(opts.modelDir), variant: opts.variant, outputDir: resolve(opts.output),
         level: opts.level, sizeLabel: opts.sizeLabel, progress: progressFor(opts),
       });
-      emitResult(opts, { archive: result.archive, manifest: result.manifestPath, ...result.manifest }, () =>
+      emitResult(opts, { archivePath: result.archive, manifestPath: result.manifestPath, manifest: result.manifest }, () =>
         `${result.archive}\n  ${result.manifest.files.length} files, ${result.manifest.archive.size} bytes, sha256 ${result.manifest.archive.sha256}`);
     });
 }
