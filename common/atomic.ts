@@ -69,6 +69,18 @@ export class AtomicFileWriter {
     }
   }
 
+  /**
+   * Resolves once every chunk written so far has been handed to the OS, so callers may reuse
+   * the buffers they passed to write(). (An empty write queues behind all earlier ones.)
+   */
+  async flushed(): Promise<void> {
+    if (this.failure) throw fsError('cannot write', this.target, this.failure);
+    if (this.stream.writableLength === 0) return;
+    await new Promise<void>((resolve, reject) => {
+      this.stream.write(new Uint8Array(0), (err) => (err ? reject(fsError('cannot write', this.target, err)) : resolve()));
+    });
+  }
+
   /** Pads with zero bytes so the next write starts at a multiple of `alignment`. */
   async align(alignment: number): Promise<void> {
     const rem = this.bytes % alignment;

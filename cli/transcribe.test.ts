@@ -1,0 +1,73 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError } from 'commander';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { UserError } from '../common/errors.js';
+import { tinyModelDir } from '../fixtures/test-support.js';
+import { register, type TranscribeReport } from './transcribe.js';
+
+const AUDIO = fileURLToPath(new URL('../../shared/audio/', import.meta.url));
+const JFK = join(AUDIO, 'jfk.wav');
+const SHORT = join(AUDIO, 'notld/5s_dont_worry_about_him.wav');
+
+/** Runs `qwen3-onnx transcribe ...args` in-process; returns stdout. */
+async function run(args: string[]): Promise<string> {
+  const program = new Command().exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
+  register(program);
+  const chunks: string[] = [];
+  const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => { chunks.push(String(chunk)); return true; });
+  try {
+    await program.parseAsync(['node', 'qwen3-onnx', 'transcribe', ...args]);
+  } finally {
+    spy.mockRestore();
+  }
+  return chunks.join('');
+}
+
+let modelDir: string;
+let scratch: string;
+beforeAll(async () => {
+  modelDir = await tinyModelDir();
+  scratch = await mkdtemp(join(tmpdir(), 'qwen3-cli-transcribe-'));
+});
+afterAll(async () => { await rm(scratch, { recursive: true, force: true }); });
+
+describe('qwen3-onnx transcribe', () => {
+  it('--json gives tokens, text, language and timings per file', async () => {
+    const report = JSON.parse(await run(['--model-dir', modelDir, '--max-new-tokens', '4', '--threads', '1', '--json', JFK, SHORT])) as TranscribeReport;
+    expect(report.variant).toBe('fp32');
+    expect(report.loadMs).toBeGreaterThan(0);
+    expect(report.files.map((f) => f.file)).toEqual([JFK, SHORT]);
+    for (const f of report.files) {
+      expect(f.tokens.length).toBeGreaterThan(0);
+      expect(f.tokens.length).toBeLessThanOrEqual(4);
+      expect(typeof f.text).toBe('string');
+      expect(typeof f.language).toBe('string');
+      expect(f.timings.stepMs.length).toBe(f.tokens.length - 1);
+      expect(f.timings.encoderMs).toBeGreaterThan(0);
+      expect(f.audioSeconds).toBeGreaterThan(4);
+    }
+    // Human output of one file is its text alone.
+    const human = await run(['--model-dir', modelDir, '--max-new-tokens', '4', SHORT]);
+    expect(human).toBe(`${report.files[1].text}\n`);
+  });
+
+  it('forces a language (normalised) and reports it', async () => {
+    const report = JSON.parse(await run(['--model-dir', modelDir, '--max-new-tokens', '2', '--language', 'english', '--json', SHORT])) as TranscribeReport;
+    expect(report.files[0].language).toBe('English');
+  });
+
+  it('fails with one-line errors for bad input', async () => {
+    const bad = join(scratch, 'bad.wav');
+    await writeFile(bad, 'RIFF....WAVEfmt ');
+    await expect(run(['--model-dir', modelDir, bad])).rejects.toThrow(UserError);
+    await expect(run(['--model-dir', modelDir, bad])).rejects.toThrow(/bad\.wav: /);
+    await expect(run(['--model-dir', modelDir, '--language', 'Klingon', SHORT])).rejects.toThrow(/unsupported language "Klingon"/);
+    await expect(run(['--model-dir', join(scratch, 'nope'), SHORT])).rejects.toThrow(/nope[/\\]config\.json: no such file/);
+    await expect(run(['--model-dir', modelDir, '--variant', 'int8', SHORT])).rejects.toThrow(CommanderError);
+    await expect(run(['--model-dir', modelDir, '--max-new-tokens', '0', SHORT])).rejects.toThrow(CommanderError);
+    await expect(run([SHORT])).rejects.toThrow(CommanderError);
+  });
+});

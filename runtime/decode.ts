@@ -1,0 +1,200 @@
+import * as ort from 'onnxruntime-node';
+import { UserError } from '../common/errors.js';
+import { loadAudio } from './audio.js';
+import { logMelSpectrogram, type LogMel } from './mel.js';
+import { buildPrompt, endsInRepeatedCycle, parseAsrOutput, type Prompt } from './prompt.js';
+import type { AsrModel } from './session.js';
+
+/**
+ * Greedy speech-to-text with the three graphs:
+ *
+ *   mel [1,128,T] --encoder--> audio_features [1,A,H]
+ *   prompt ids (A audio pads at audio_offset) + audio_features --decoder_init--> logits, KV
+ *   loop: argmax -> embed_tokens row -> decoder_step(row, position, KV) --> logits, KV'
+ *
+ * The present_keys/present_values tensors of one call are fed unchanged as the next
+ * call's past_keys/past_values (no copies through JS arrays).
+ */
+
+export interface DecodeOptions {
+  maxNewTokens: number;
+  /** Stop when the last tokens repeat a short cycle many times (see endsInRepeatedCycle). Default true. */
+  repetitionGuard?: boolean;
+  /** Called with the logits row of every generated position (prefill's last row, then each step). */
+  onLogits?: (step: number, logits: Float32Array) => void;
+  /**
+   * Teacher forcing: feed these tokens instead of the argmax (generation still stops at
+   * their end). Used by `compare`.
+   */
+  forcedTokens?: readonly number[];
+}
+
+export interface GreedyResult {
+  /** Generated ids without the EOS that stopped generation. */
+  tokens: number[];
+  stoppedAtEos: boolean;
+  stoppedByRepetitionGuard: boolean;
+  prefillMs: number;
+  stepMs: number[];
+}
+
+export interface TranscribeOptions {
+  language?: string;
+  context?: string;
+  maxNewTokens?: number;
+  repetitionGuard?: boolean;
+}
+
+export interface Timings {
+  /** Model load (only in results of a freshly loaded model). */
+  loadMs?: number;
+  audioMs: number;
+  melMs: number;
+  encoderMs: number;
+  prefillMs: number;
+  stepMs: number[];
+  /** audio + mel + encoder + prefill + steps. */
+  totalMs: number;
+  /** totalMs / audio duration: below 1 is faster than real time. */
+  realTimeFactor: number;
+}
+
+export interface Transcription {
+  file?: string;
+  language: string;
+  text: string;
+  /** The decoded output before parsing (`language X<asr_text>...`, special tokens removed). */
+  raw: string;
+  tokens: number[];
+  stoppedAtEos: boolean;
+  /** Why generation ended: an EOS token, --max-new-tokens, or the repetition guard. */
+  stopReason: 'eos' | 'max_new_tokens' | 'repetition';
+  audioSeconds: number;
+  melFrames: number;
+  audioTokens: number;
+  timings: Timings;
+}
+
+export const DEFAULT_MAX_NEW_TOKENS = 512;
+
+/** Valid encoder tokens for T mel frames: 13 * floor(T/100) + f(f(f(T mod 100))), f(t) = floor((t+1)/2). */
+export function audioTokenCount(frames: number): number {
+  const f = (t: number): number => Math.floor((t + 1) / 2);
+  return 13 * Math.floor(frames / 100) + f(f(f(frames % 100)));
+}
+
+/** Runs the encoder on a mel spectrogram. Returns the audio_features tensor [1, A, H]. */
+export async function runEncoder(model: AsrModel, mel: LogMel): Promise<ort.Tensor> {
+  const input = new ort.Tensor('float32', mel.data, [1, mel.nMels, mel.frames]);
+  const out = await model.encoder.run({ mel: input });
+  const features = out.audio_features;
+  if (!features) throw new Error(`${model.files.encoder}: no audio_features output`);
+  const expected = audioTokenCount(mel.frames);
+  if (features.dims.length !== 3 || features.dims[1] !== expected || features.dims[2] !== model.config.decoder.hidden_size) {
+    throw new UserError(`${model.files.encoder}: audio_features has shape [${features.dims.join(', ')}], expected [1, ${expected}, ${model.config.decoder.hidden_size}] for ${mel.frames} mel frames`);
+  }
+  return features;
+}
+
+function argmaxRow(data: Float32Array, offset: number, length: number): number {
+  let best = 0;
+  let bestValue = -Infinity;
+  for (let i = 0; i < length; i += 1) {
+    const v = data[offset + i];
+    if (v > bestValue) { bestValue = v; best = i; }
+  }
+  return best;
+}
+
+/** Logits of the last position of a [1, S', V] tensor (a view, not a copy). */
+function lastLogits(logits: ort.Tensor): Float32Array {
+  const vocab = logits.dims[2];
+  const rows = logits.dims[1];
+  const data = logits.data as Float32Array;
+  return data.subarray((rows - 1) * vocab, rows * vocab);
+}
+
+const int64 = (values: number[], dims: number[]): ort.Tensor =>
+  new ort.Tensor('int64', BigInt64Array.from(values, (v) => BigInt(v)), dims);
+
+/** Prefill + greedy loop. */
+export async function greedyDecode(model: AsrModel, prompt: Prompt, audioFeatures: ort.Tensor, opts: DecodeOptions): Promise<GreedyResult> {
+  const eos = new Set(model.config.special_tokens.eos_token_ids);
+  const hidden = model.config.decoder.hidden_size;
+  const S = prompt.ids.length;
+  const started = performance.now();
+  let out = await model.decoderInit.run({
+    input_ids: int64(prompt.ids, [1, S]),
+    position_ids: int64(prompt.ids.map((_, i) => i), [1, S]),
+    audio_features: audioFeatures,
+    audio_offset: int64([prompt.audioOffset], [1]),
+  });
+  const prefillMs = performance.now() - started;
+  const stepMs: number[] = [];
+  const tokens: number[] = [];
+  const limit = opts.forcedTokens ? Math.min(opts.maxNewTokens, opts.forcedTokens.length) : opts.maxNewTokens;
+  const guard = opts.repetitionGuard ?? true;
+  for (let n = 0; n < limit; n += 1) {
+    const logits = lastLogits(out.logits);
+    opts.onLogits?.(n, logits);
+    const next = opts.forcedTokens ? opts.forcedTokens[n] : argmaxRow(logits, 0, logits.length);
+    if (!opts.forcedTokens && eos.has(next)) return { tokens, stoppedAtEos: true, stoppedByRepetitionGuard: false, prefillMs, stepMs };
+    tokens.push(next);
+    if (n + 1 === limit) break;
+    if (guard && !opts.forcedTokens && endsInRepeatedCycle(tokens)) {
+      return { tokens, stoppedAtEos: false, stoppedByRepetitionGuard: true, prefillMs, stepMs };
+    }
+    const t0 = performance.now();
+    const row = await model.embeddings.row(next);
+    out = await model.decoderStep.run({
+      input_embeds: new ort.Tensor('float32', row, [1, 1, hidden]),
+      position_ids: int64([S + n], [1, 1]),
+      past_keys: out.present_keys,
+      past_values: out.present_values,
+    });
+    stepMs.push(performance.now() - t0);
+  }
+  return { tokens, stoppedAtEos: false, stoppedByRepetitionGuard: false, prefillMs, stepMs };
+}
+
+/** Transcribes 16 kHz mono samples. */
+export async function transcribeSamples(model: AsrModel, samples: Float32Array, opts: TranscribeOptions = {}, audioMs = 0): Promise<Transcription> {
+  let t0 = performance.now();
+  const mel = logMelSpectrogram(samples);
+  const melMs = performance.now() - t0;
+  t0 = performance.now();
+  const features = await runEncoder(model, mel);
+  const encoderMs = performance.now() - t0;
+  const prompt = buildPrompt(model.tokenizer, { audioTokens: features.dims[1], context: opts.context, language: opts.language });
+  const result = await greedyDecode(model, prompt, features, {
+    maxNewTokens: opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS,
+    repetitionGuard: opts.repetitionGuard,
+  });
+  const raw = model.tokenizer.decode(result.tokens, { skipSpecialTokens: true });
+  const parsed = parseAsrOutput(raw, opts.language);
+  const audioSeconds = samples.length / 16000;
+  const totalMs = audioMs + melMs + encoderMs + result.prefillMs + result.stepMs.reduce((a, b) => a + b, 0);
+  return {
+    language: parsed.language,
+    text: parsed.text,
+    raw,
+    tokens: result.tokens,
+    stoppedAtEos: result.stoppedAtEos,
+    stopReason: result.stoppedAtEos ? 'eos' : result.stoppedByRepetitionGuard ? 'repetition' : 'max_new_tokens',
+    audioSeconds,
+    melFrames: mel.frames,
+    audioTokens: features.dims[1],
+    timings: {
+      audioMs, melMs, encoderMs, prefillMs: result.prefillMs, stepMs: result.stepMs, totalMs,
+      realTimeFactor: audioSeconds > 0 ? totalMs / 1000 / audioSeconds : 0,
+    },
+  };
+}
+
+/** Loads a WAV file and transcribes it. */
+export async function transcribeFile(model: AsrModel, file: string, opts: TranscribeOptions = {}): Promise<Transcription> {
+  const t0 = performance.now();
+  const audio = await loadAudio(file);
+  const audioMs = performance.now() - t0;
+  return { file, ...(await transcribeSamples(model, audio.samples, opts, audioMs)) };
+}

@@ -1,0 +1,166 @@
+import { open, stat, type FileHandle } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { UserError, fsError } from '../common/errors.js';
+import { f16BytesToF32 } from '../common/float16.js';
+import { OutputConfigSchema, readJsonWith, type OutputConfig } from '../checkpoint/config.js';
+import { Tokenizer } from './tokenizer.js';
+
+/**
+ * A loaded model directory (CONTRACT.md "Output"): config.json, the three onnxruntime
+ * sessions of one variant, the tokenizer and the embed_tokens.bin row reader.
+ */
+
+/** fp32 reads the unsuffixed files; any other variant `name.<variant>.onnx`, falling back to unsuffixed. */
+export type Variant = string;
+export const VARIANTS = ['fp32', 'int4'] as const;
+
+export interface ModelFiles {
+  encoder: string;
+  decoderInit: string;
+  decoderStep: string;
+  embedTokens: string;
+}
+
+export interface LoadOptions {
+  variant?: Variant;
+  /** onnxruntime intra-op threads (default: onnxruntime's choice, all cores). */
+  threads?: number;
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try { return (await stat(path)).isFile(); } catch { return false; }
+}
+
+/** Picks the graph files of a variant (suffixed first, then unsuffixed, as the consumers do). */
+export async function resolveModelFiles(dir: string, variant: Variant = 'fp32'): Promise<ModelFiles> {
+  if (!/^[A-Za-z0-9_]+$/.test(variant)) throw new UserError(`--variant: invalid variant name "${variant}"`);
+  const pick = async (base: string): Promise<string> => {
+    const candidates = variant === 'fp32' ? [`${base}.onnx`] : [`${base}.${variant}.onnx`, `${base}.onnx`];
+    for (const name of candidates) if (await isFile(join(dir, name))) return join(dir, name);
+    throw new UserError(`${dir}: no ${candidates.join(' or ')} (not a qwen3-onnx model directory?)`);
+  };
+  const embedTokens = join(dir, 'embed_tokens.bin');
+  if (!(await isFile(embedTokens))) throw new UserError(`${dir}: no embed_tokens.bin (not a qwen3-onnx model directory?)`);
+  return {
+    encoder: await pick('encoder'),
+    decoderInit: await pick('decoder_init'),
+    decoderStep: await pick('decoder_step'),
+    embedTokens,
+  };
+}
+
+/** Looks up rows of embed_tokens.bin ([V, H] float16 or float32) with positioned reads, one row per step. */
+export class EmbeddingTable {
+  private readonly rowBytes: number;
+  private readonly buf: Buffer;
+
+  private constructor(
+    private readonly handle: FileHandle, private readonly path: string,
+    readonly rows: number, readonly hidden: number, readonly dtype: 'float16' | 'float32',
+  ) {
+    this.rowBytes = hidden * (dtype === 'float16' ? 2 : 4);
+    this.buf = Buffer.alloc(this.rowBytes);
+  }
+
+  static async open(path: string, shape: readonly [number, number], dtype: 'float16' | 'float32'): Promise<EmbeddingTable> {
+    const [rows, hidden] = shape;
+    const expected = rows * hidden * (dtype === 'float16' ? 2 : 4);
+    let size: number;
+    try { size = (await stat(path)).size; } catch (err) { throw fsError('cannot read', path, err); }
+    if (size !== expected) {
+      throw new UserError(`${path}: ${size} bytes, but config.json says [${rows}, ${hidden}] ${dtype} (${expected} bytes)`);
+    }
+    let handle: FileHandle;
+    try { handle = await open(path, 'r'); } catch (err) { throw fsError('cannot open', path, err); }
+    return new EmbeddingTable(handle, path, rows, hidden, dtype);
+  }
+
+  /** Row `id` as float32. */
+  async row(id: number): Promise<Float32Array> {
+    if (!Number.isInteger(id) || id < 0 || id >= this.rows) throw new Error(`${this.path}: token id ${id} outside [0, ${this.rows})`);
+    const { bytesRead } = await this.handle.read(this.buf, 0, this.rowBytes, id * this.rowBytes);
+    if (bytesRead !== this.rowBytes) throw new UserError(`${this.path}: short read at row ${id}`);
+    if (this.dtype === 'float16') return f16BytesToF32(this.buf);
+    const out = new Float32Array(this.hidden);
+    for (let i = 0; i < this.hidden; i += 1) out[i] = this.buf.readFloatLE(i * 4);
+    return out;
+  }
+
+  async close(): Promise<void> { await this.handle.close(); }
+}
+
+const tokenizers = new Map<string, Promise<Tokenizer>>();
+
+/**
+ * Tokenizer.load, shared by the models of one directory in this process (compare loads
+ * several variants of one directory); keyed by the tokenizer files' sizes and times.
+ */
+async function loadTokenizerShared(dir: string): Promise<Tokenizer> {
+  const stamps = await Promise.all(['tokenizer.json', 'vocab.json', 'merges.txt', 'tokenizer_config.json'].map(async (f) => {
+    try { const st = await stat(join(dir, f)); return `${st.size}:${st.mtimeMs}`; } catch { return '-'; }
+  }));
+  const key = `${resolve(dir)}|${stamps.join('|')}`;
+  let tok = tokenizers.get(key);
+  if (!tok) {
+    tok = Tokenizer.load(dir);
+    tokenizers.set(key, tok);
+    tok.catch(() => tokenizers.delete(key));
+  }
+  return tok;
+}
+
+function sessionOptions(threads: number | undefined): ort.InferenceSession.SessionOptions {
+  return {
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+    ...(threads ? { intraOpNumThreads: threads, interOpNumThreads: 1 } : {}),
+  };
+}
+
+async function createSession(path: string, threads: number | undefined): Promise<ort.InferenceSession> {
+  try {
+    return await ort.InferenceSession.create(path, sessionOptions(threads));
+  } catch (err) {
+    throw new UserError(`${path}: onnxruntime cannot load it (${String((err as Error)?.message ?? err).split('\n')[0]})`);
+  }
+}
+
+export class AsrModel {
+  private constructor(
+    readonly dir: string,
+    readonly variant: Variant,
+    readonly files: ModelFiles,
+    readonly config: OutputConfig,
+    readonly tokenizer: Tokenizer,
+    readonly embeddings: EmbeddingTable,
+    readonly encoder: ort.InferenceSession,
+    readonly decoderInit: ort.InferenceSession,
+    readonly decoderStep: ort.InferenceSession,
+    /** Wall time of load(), milliseconds. */
+    readonly loadMs: number,
+  ) {}
+
+  static async load(dir: string, opts: LoadOptions = {}): Promise<AsrModel> {
+    const started = performance.now();
+    const variant = opts.variant ?? 'fp32';
+    if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads > 0)) {
+      throw new UserError(`--threads must be a positive integer, got ${opts.threads}`);
+    }
+    const config = await readJsonWith(OutputConfigSchema, join(dir, 'config.json'));
+    const files = await resolveModelFiles(dir, variant);
+    const tokenizer = await loadTokenizerShared(dir);
+    const embeddings = await EmbeddingTable.open(files.embedTokens, config.embed_tokens_shape, config.embed_tokens_dtype);
+    if (config.embed_tokens_shape[1] !== config.decoder.hidden_size) {
+      throw new UserError(`${join(dir, 'config.json')}: embed_tokens_shape [${config.embed_tokens_shape.join(', ')}] does not match decoder.hidden_size ${config.decoder.hidden_size}`);
+    }
+    const encoder = await createSession(files.encoder, opts.threads);
+    const decoderInit = await createSession(files.decoderInit, opts.threads);
+    const decoderStep = await createSession(files.decoderStep, opts.threads);
+    return new AsrModel(dir, variant, files, config, tokenizer, embeddings, encoder, decoderInit, decoderStep, performance.now() - started);
+  }
+
+  async release(): Promise<void> {
+    await Promise.all([this.encoder.release(), this.decoderInit.release(), this.decoderStep.release(), this.embeddings.close()]);
+  }
+}
