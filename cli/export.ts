@@ -1,0 +1,40 @@
+import { InvalidArgumentError, type Command } from 'commander';
+import { exportModel, type EmbedDtype } from '../graph-builder/export.js';
+import { emitResult, progressFor, type CommonOptions } from './output.js';
+
+interface ExportCliOptions extends CommonOptions {
+  model: string; revision?: string; output: string; allLogits?: boolean; embedDtype: EmbedDtype; overwrite?: boolean;
+}
+
+const EMBED_DTYPES: readonly EmbedDtype[] = ['float16', 'float32'];
+
+function embedDtypeOption(value: string): EmbedDtype {
+  if (!(EMBED_DTYPES as readonly string[]).includes(value)) {
+    throw new InvalidArgumentError(`--embed-dtype must be one of ${EMBED_DTYPES.join(', ')}, got "${value}"`);
+  }
+  return value as EmbedDtype;
+}
+
+export function register(program: Command): void {
+  program
+    .command('export')
+    .description('build the float32 ONNX model directory (encoder, decoder_init, decoder_step, weights, config) from a checkpoint')
+    .requiredOption('--model <dir|repo>', 'checkpoint directory or Hugging Face repo id (e.g. Qwen/Qwen3-ASR-0.6B)')
+    .option('--revision <rev>', 'branch, tag or commit of a hub repo (default main)')
+    .requiredOption('--output <dir>', 'model directory to write (created atomically)')
+    .option('--all-logits', 'decoder_init returns logits for every position, not only the last')
+    .option('--embed-dtype <type>', 'element type of embed_tokens.bin: float16 or float32', embedDtypeOption, 'float16')
+    .option('--overwrite', 'replace OUTPUT if it already exists')
+    .option('--json', 'print the result as JSON')
+    .option('--quiet', 'print nothing but errors')
+    .action(async (opts: ExportCliOptions) => {
+      const result = await exportModel({
+        model: opts.model, revision: opts.revision, output: opts.output, allLogits: opts.allLogits,
+        embedDtype: opts.embedDtype, overwrite: opts.overwrite, progress: progressFor(opts),
+      });
+      emitResult(opts, result, () => [
+        result.output,
+        ...result.files.map((f) => `  ${f.name.padEnd(24)} ${f.bytes} bytes`),
+      ].join('\n'));
+    });
+}

@@ -1,0 +1,76 @@
+/**
+ * Qwen3 decoder self-attention: q/k/v projections, per-head RMSNorm on q and k before RoPE,
+ * NeoX RoPE, optional KV-cache concat, GQA by repeating KV heads, softmax attention, o_proj.
+ */
+import type { GraphBuilder } from './graph-builder.js';
+import { attentionCore, linear, mergeHeads, reshape, transpose } from './layers.js';
+import { rmsNorm } from './rmsnorm.js';
+import { applyRotary } from './rotary.js';
+
+export interface DecoderAttentionWeights {
+  q: string; k: string; v: string; o: string;
+  qNorm: string; kNorm: string;
+  /** Present only when the checkpoint has attention biases (Qwen3 does not). */
+  qBias?: string; kBias?: string; vBias?: string; oBias?: string;
+}
+
+export interface DecoderAttentionShape { heads: number; kvHeads: number; headDim: number; rmsEps: number }
+
+export interface DecoderAttentionContext {
+  /** RoPE tables [B, 1, S, D]. */
+  cos: string; sin: string;
+  /** Additive mask broadcastable to [B, heads, S, T] (absent for a single-token step). */
+  mask?: string;
+  /** This layer's cache [B, kvHeads, P, D] (decoder_step). */
+  pastKey?: string; pastValue?: string;
+}
+
+/**
+ * Returns the attention output [B, S, hidden] and this layer's keys/values [B, kvHeads, T, D]
+ * (post-RoPE, past included) for present_keys / present_values.
+ *
+ *   x ──q_proj──Reshape[0,0,h,D]──q_norm──Transpose──RoPE──────────────────────────┐
+ *   x ──k_proj──Reshape[0,0,kv,D]──k_norm──Transpose──RoPE──(Concat past)──key──repeat_kv──┤
+ *   x ──v_proj──Reshape[0,0,kv,D]──Transpose──────────────(Concat past)──value─repeat_kv──┤
+ *                                                        sdpa(scale 1/√D, mask)◀──────────┘
+ *                                                        ──merge heads──o_proj──▶ out
+ */
+export function decoderSelfAttention(
+  b: GraphBuilder, x: string, w: DecoderAttentionWeights, shape: DecoderAttentionShape, ctx: DecoderAttentionContext,
+): { out: string; key: string; value: string } {
+  const { heads, kvHeads, headDim, rmsEps } = shape;
+  const projectHeads = (name: string, weight: string, bias: string | undefined, n: number, norm?: string): string => {
+    const y = linear(b.scope(`${name}_proj`), x, weight, bias);
+    const split = reshape(b.scope(`${name}_proj`), y, [0, 0, n, headDim]);
+    const normed = norm ? rmsNorm(b.scope(`${name}_norm`), split, norm, rmsEps) : split;
+    return transpose(b.scope(`${name}_proj`), normed, [0, 2, 1, 3]);
+  };
+  const q = applyRotary(b.scope('q_rotary'), projectHeads('q', w.q, w.qBias, heads, w.qNorm), ctx.cos, ctx.sin, headDim);
+  let key = applyRotary(b.scope('k_rotary'), projectHeads('k', w.k, w.kBias, kvHeads, w.kNorm), ctx.cos, ctx.sin, headDim);
+  let value = projectHeads('v', w.v, w.vBias, kvHeads);
+  if (ctx.pastKey && ctx.pastValue) {
+    const cache = b.scope('kv_cache');
+    key = cache.op('Concat', [ctx.pastKey, key], { attrs: { axis: 2 }, name: 'ConcatKey' });
+    value = cache.op('Concat', [ctx.pastValue, value], { attrs: { axis: 2 }, name: 'ConcatValue' });
+  }
+  const groups = heads / kvHeads;
+  const kAll = repeatKv(b.scope('k_repeat'), key, groups, heads, headDim);
+  const vAll = repeatKv(b.scope('v_repeat'), value, groups, heads, headDim);
+  const sdpa = b.scope('sdpa');
+  const attn = attentionCore(sdpa, q, kAll, vAll, { scale: 1 / Math.sqrt(headDim), mask: ctx.mask });
+  const merged = mergeHeads(sdpa, attn, heads * headDim);
+  return { out: linear(b.scope('o_proj'), merged, w.o, w.oBias), key, value };
+}
+
+/**
+ * GQA: [B, kv, T, D] -> [B, kv*groups, T, D], query head h reading kv head floor(h / groups)
+ * (torch repeat_kv / repeat_interleave order).
+ *
+ *   x ──Unsqueeze(2)──Expand([1,1,groups,1,1])──Reshape([0,heads,-1,D])──▶ y
+ */
+export function repeatKv(b: GraphBuilder, x: string, groups: number, heads: number, headDim: number): string {
+  if (groups === 1) return x;
+  const u = b.op('Unsqueeze', [x, b.constInt64([2])]);
+  const e = b.op('Expand', [u, b.constInt64([1, 1, groups, 1, 1])]);
+  return reshape(b, e, [0, heads, -1, headDim]);
+}

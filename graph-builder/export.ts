@@ -1,0 +1,244 @@
+/**
+ * `export`: a Qwen3-ASR checkpoint -> the contract's float32 model directory
+ * (encoder.onnx + encoder_weights.data, decoder_init.onnx, decoder_step.onnx,
+ * decoder_weights.data, embed_tokens.bin, config.json, tokenizer/processor files).
+ *
+ * Usage:
+ *   const result = await exportModel({ model: 'Qwen/Qwen3-ASR-0.6B', output: 'out/qwen3-asr-0.6b' });
+ *
+ * The directory is built in a temp dir beside OUTPUT and renamed into place at the end, so a
+ * failed or interrupted run leaves nothing under OUTPUT. Tensors stream one at a time (the
+ * embedding in row blocks), so peak memory is about the largest tensor plus overhead.
+ * Same checkpoint + options => byte-identical files.
+ */
+import { randomBytes } from 'node:crypto';
+import { copyFile, mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { AtomicFileWriter, writeFileAtomic } from '../common/atomic.js';
+import { fsError, UserError } from '../common/errors.js';
+import { f32ToF16Bytes } from '../common/float16.js';
+import { silentProgress, type Progress } from '../common/progress.js';
+import { OutputConfigSchema, type CheckpointConfig, type ModelDims, type OutputConfig } from '../checkpoint/config.js';
+import { resolveModelSource } from '../checkpoint/model-source.js';
+import { openCheckpoint } from '../checkpoint/open-checkpoint.js';
+import type { TensorSource } from '../checkpoint/tensor-source.js';
+import { buildEncoder } from './encoder.js';
+import { buildDecoderInit, buildDecoderStep, decoderTensorCount, EMBED_TOKENS } from './decoder.js';
+import { writeModel } from './model.js';
+import { WeightStore } from './weight-store.js';
+import { ROW_BLOCK } from './weights.js';
+
+export type EmbedDtype = 'float16' | 'float32';
+
+export interface ExportOptions {
+  /** Checkpoint directory or hub repo id. */
+  model: string;
+  revision?: string;
+  output: string;
+  /** decoder_init returns logits for every position. */
+  allLogits?: boolean;
+  /** Element type of embed_tokens.bin (default float16). */
+  embedDtype?: EmbedDtype;
+  /** Replace an existing OUTPUT directory (swapped in atomically). */
+  overwrite?: boolean;
+  progress?: Progress;
+}
+
+export interface ExportedFile { name: string; bytes: number }
+
+export interface ExportResult {
+  output: string;
+  /** Where the checkpoint was read from (a hub cache snapshot for repo ids). */
+  checkpoint: string;
+  commit?: string;
+  allLogits: boolean;
+  embedDtype: EmbedDtype;
+  /** Every file written, sorted by name. */
+  files: ExportedFile[];
+}
+
+export const DECODER_WEIGHTS_FILE = 'decoder_weights.data';
+export const EMBED_TOKENS_FILE = 'embed_tokens.bin';
+
+/** Checkpoint files copied verbatim when present (tokenizer, processor, chat template). */
+export const COPIED_FILES: readonly string[] = [
+  'added_tokens.json', 'chat_template.json', 'merges.txt', 'preprocessor_config.json',
+  'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json', 'vocab.json',
+];
+
+/** Fixed Qwen3 token ids (tokenizer added tokens; the audio ids come from config.json). */
+export const SPECIAL_TOKENS = {
+  endOfText: 151643, imStart: 151644, imEnd: 151645, asrText: 151704,
+} as const;
+
+export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
+  const progress = opts.progress ?? silentProgress;
+  const embedDtype = opts.embedDtype ?? 'float16';
+  const output = resolve(opts.output);
+  await checkOutput(output, opts.overwrite ?? false);
+  const source = await resolveModelSource(opts.model, { revision: opts.revision, progress });
+  const ckpt = await openCheckpoint(source.dir);
+  const tmp = join(dirname(output), `.${basename(output)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  try {
+    await mkdir(tmp, { recursive: true });
+    await buildEncoder({ tensors: ckpt.tensors, dims: ckpt.dims, outputDir: tmp, progress });
+    await writeDecoderFiles(ckpt.tensors, ckpt.dims, tmp, { allLogits: opts.allLogits ?? false, progress });
+    await writeEmbedTable(ckpt.tensors, ckpt.dims, join(tmp, EMBED_TOKENS_FILE), embedDtype, progress);
+    await writeFileAtomic(join(tmp, 'config.json'), `${JSON.stringify(outputConfig(ckpt.config, ckpt.dims, embedDtype), null, 2)}\n`);
+    await copyCheckpointFiles(source.dir, tmp);
+    const files = await listFiles(tmp);
+    await moveIntoPlace(tmp, output, opts.overwrite ?? false);
+    progress.finish();
+    return {
+      output, checkpoint: source.dir, ...(source.commit ? { commit: source.commit } : {}),
+      allLogits: opts.allLogits ?? false, embedDtype, files,
+    };
+  } catch (err) {
+    progress.finish();
+    await rm(tmp, { recursive: true, force: true });
+    throw err;
+  } finally {
+    await ckpt.tensors.close();
+  }
+}
+
+/** decoder_init.onnx + decoder_step.onnx sharing decoder_weights.data (each weight stored once). */
+export async function writeDecoderFiles(
+  src: TensorSource, dims: ModelDims, dir: string, opts: { allLogits?: boolean; progress?: Progress } = {},
+): Promise<void> {
+  const progress = opts.progress ?? silentProgress;
+  const total = decoderTensorCount(dims, src);
+  let done = 0;
+  const store = await WeightStore.create(join(dir, DECODER_WEIGHTS_FILE), {
+    onStored: () => { done += 1; progress.update('decoder weights', done, total); },
+  });
+  try {
+    const init = await buildDecoderInit(src, dims, store, { allLogits: opts.allLogits });
+    const step = await buildDecoderStep(src, dims, store);
+    await store.commit();
+    await writeModel(join(dir, 'decoder_init.onnx'), init);
+    await writeModel(join(dir, 'decoder_step.onnx'), step);
+  } catch (err) {
+    await store.abort();
+    throw err;
+  }
+  progress.finish();
+}
+
+/** embed_tokens.bin: the raw row-major [V, H] embedding, converted block by block. */
+export async function writeEmbedTable(
+  src: TensorSource, dims: ModelDims, path: string, dtype: EmbedDtype, progress: Progress = silentProgress,
+): Promise<void> {
+  const rows = dims.text.vocab;
+  const w = await AtomicFileWriter.create(path);
+  try {
+    for (let r = 0; r < rows; r += ROW_BLOCK) {
+      const block = await src.readFloat32Rows(EMBED_TOKENS, r, Math.min(ROW_BLOCK, rows - r));
+      await w.write(dtype === 'float16' ? f32ToF16Bytes(block) : new Uint8Array(block.buffer, block.byteOffset, block.byteLength));
+      progress.update('embed_tokens.bin', Math.min(r + ROW_BLOCK, rows), rows);
+    }
+    await w.commit();
+  } catch (err) {
+    await w.abort();
+    throw err;
+  }
+  progress.finish();
+}
+
+/** The contract's config.json (fields in a fixed order; validated before it is written). */
+export function outputConfig(cfg: CheckpointConfig, dims: ModelDims, embedDtype: EmbedDtype): OutputConfig {
+  const a = dims.audio;
+  const t = dims.text;
+  const ropeScaling = cfg.thinker_config.text_config.rope_scaling;
+  const config = {
+    model_type: 'qwen3_asr' as const,
+    encoder: {
+      num_layers: a.layers, hidden_size: a.dModel, num_heads: a.heads, ffn_dim: a.ffnDim,
+      conv_channels: a.downsampleHidden, output_dim: a.outputDim,
+      // Three stride-2 convolutions over time.
+      downsample_factor: 8, num_mel_bins: a.numMelBins,
+    },
+    decoder: {
+      num_layers: t.layers, hidden_size: t.hidden, num_attention_heads: t.heads,
+      num_key_value_heads: t.kvHeads, head_dim: t.headDim, intermediate_size: t.intermediate,
+      vocab_size: t.vocab, rope_theta: t.ropeTheta, rms_norm_eps: t.rmsEps, tie_word_embeddings: t.tied,
+      rope_scaling: { mrope_section: t.mropeSection, interleaved: ropeScaling?.interleaved ?? true },
+    },
+    mel: { sample_rate: 16000, n_fft: 400, hop_length: 160, n_mels: a.numMelBins, fmin: 0, fmax: 8000 },
+    special_tokens: {
+      eos_token_ids: [SPECIAL_TOKENS.endOfText, SPECIAL_TOKENS.imEnd], pad_token_id: SPECIAL_TOKENS.endOfText,
+      im_start_token_id: SPECIAL_TOKENS.imStart, im_end_token_id: SPECIAL_TOKENS.imEnd,
+      audio_start_token_id: dims.tokens.audioStart, audio_end_token_id: dims.tokens.audioEnd,
+      audio_pad_token_id: dims.tokens.audio, asr_text_token_id: SPECIAL_TOKENS.asrText,
+    },
+    embed_tokens_shape: [t.vocab, t.hidden] as [number, number],
+    embed_tokens_dtype: embedDtype,
+  };
+  const res = OutputConfigSchema.safeParse(config);
+  if (!res.success) throw new Error(`config.json we would write is invalid: ${res.error.issues[0]?.message}`);
+  return config;
+}
+
+async function copyCheckpointFiles(from: string, to: string): Promise<void> {
+  for (const name of COPIED_FILES) {
+    const src = join(from, name);
+    if (!(await isFile(src))) continue;
+    try {
+      await copyFile(src, join(to, name));
+    } catch (err) {
+      throw fsError('cannot copy', src, err);
+    }
+  }
+}
+
+async function isFile(p: string): Promise<boolean> {
+  try { return (await stat(p)).isFile(); } catch { return false; }
+}
+
+async function listFiles(dir: string): Promise<ExportedFile[]> {
+  const names = (await readdir(dir)).filter((n) => !n.startsWith('.')).sort();
+  const out: ExportedFile[] = [];
+  for (const name of names) out.push({ name, bytes: (await stat(join(dir, name))).size });
+  return out;
+}
+
+/** Refuses to clobber an existing non-empty OUTPUT unless asked to. */
+async function checkOutput(output: string, overwrite: boolean): Promise<void> {
+  let entries: string[];
+  try {
+    const s = await stat(output);
+    if (!s.isDirectory()) throw new UserError(`--output ${output}: exists and is not a directory`);
+    entries = await readdir(output);
+  } catch (err) {
+    if (err instanceof UserError) throw err;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw fsError('cannot read', output, err);
+  }
+  if (entries.length > 0 && !overwrite) {
+    throw new UserError(`--output ${output}: directory exists and is not empty (pass --overwrite to replace it)`);
+  }
+}
+
+/** Renames the finished temp dir to OUTPUT; an old OUTPUT is moved aside first and removed after. */
+async function moveIntoPlace(tmp: string, output: string, overwrite: boolean): Promise<void> {
+  let aside: string | undefined;
+  try {
+    if (await isDirectory(output)) {
+      if (overwrite) {
+        aside = `${tmp}.old`;
+        await rename(output, aside);
+      } else {
+        await rmdir(output); // checked empty before the export started
+      }
+    }
+    await rename(tmp, output);
+  } catch (err) {
+    if (aside) await rename(aside, output).catch(() => undefined);
+    throw fsError('cannot write', output, err);
+  }
+  if (aside) await rm(aside, { recursive: true, force: true });
+}
+
+async function isDirectory(p: string): Promise<boolean> {
+  try { return (await stat(p)).isDirectory(); } catch { return false; }
+}
