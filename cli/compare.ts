@@ -55,7 +55,7 @@ export function formatComparison(report: CompareReport): string {
 export function register(program: Command): void {
   program
     .command('compare')
-    .description('Compare model variants on audio: teacher-forced top-1 agreement, logit cosine, greedy token agreement')
+    .description('compare model variants on audio: teacher-forced top-1 agreement, logit cosine, greedy token agreement')
     .argument('<files...>', 'WAV files')
     .requiredOption('--model-dir <dir>', 'exported model directory holding the variants')
     .option('--variants <list>', 'comma-separated variants, the first is the baseline', variantList, ['fp32', 'int4'])

@@ -19,7 +19,7 @@ interface FixturesOptions {
 export function register(program: Command): void {
   program
     .command('fixtures')
-    .description('Write a synthetic Qwen3-ASR checkpoint (real layout and tensor names, seeded random BF16 weights)')
+    .description('write a synthetic Qwen3-ASR checkpoint (real layout and tensor names, seeded random BF16 weights)')
     .addOption(new Option('--preset <name>', 'model size').choices([...PRESET_NAMES]).makeOptionMandatory())
     .requiredOption('--output <dir>', 'checkpoint directory to create (absent or empty)')
     .option('--seed <n>', 'seed of the random weights', intOption('--seed'), 0)

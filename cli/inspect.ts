@@ -346,7 +346,7 @@ function failureOf(r: Inspection): string | undefined {
 export function register(program: Command): void {
   program
     .command('inspect')
-    .description('Show what a checkpoint directory, .safetensors file, .onnx graph or model directory holds')
+    .description('show what a checkpoint directory, .safetensors file, .onnx graph or model directory holds')
     .argument('<path>', 'checkpoint dir, model dir, .onnx or .safetensors file')
     .option('--json', 'machine-readable output on stdout')
     .action(async (path: string, opts: CommonOptions) => {

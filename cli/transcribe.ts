@@ -62,7 +62,7 @@ export function formatTranscriptions(report: TranscribeReport): string {
 export function register(program: Command): void {
   program
     .command('transcribe')
-    .description('Transcribe WAV files with an exported model directory (greedy decoding on onnxruntime)')
+    .description('transcribe WAV files with an exported model directory (greedy decoding on onnxruntime)')
     .argument('<files...>', 'WAV files (PCM 8/16/24/32-bit or float; any rate and channel count)')
     .requiredOption('--model-dir <dir>', 'exported model directory')
     .addOption(new Option('--variant <variant>', 'which graphs to load').choices([...VARIANTS]).default('fp32'))

@@ -1,20 +1,21 @@
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
-import { verifyArchive } from '../package/verify.js';
+import { verifyArchive, type VerifyResult } from '../package/verify.js';
 import { emitResult, progressFor, type CommonOptions } from './output.js';
 
 export function register(program: Command): void {
   program
     .command('verify-package')
-    .description('check a release archive: layout, checksums (manifest / SHA256SUMS beside it), config, and that onnxruntime opens every graph')
-    .argument('<archive>', 'qwen3-asr-<size>-<variant>.tar.gz')
-    .option('--json', 'print the result as JSON')
+    .description('check release archives: layout, checksums (manifest / SHA256SUMS beside each), config, and that onnxruntime opens every graph')
+    .argument('<archives...>', 'qwen3-asr-<size>-<variant>.tar.gz files')
+    .option('--json', 'print the results as JSON')
     .option('--quiet', 'print nothing but errors')
-    .action(async (archive: string, opts: CommonOptions) => {
-      const result = await verifyArchive(resolve(archive), { openInOrt: true, progress: progressFor(opts) });
-      emitResult(opts, result, () =>
-        `OK ${result.archive}: ${result.files.length} files, variant ${result.variant}` +
-        `${result.manifestChecked ? ', manifest checksums match' : ', no manifest beside it'}` +
-        `${result.sumsChecked ? ', SHA256SUMS matches' : ''}`);
+    .action(async (archives: string[], opts: CommonOptions) => {
+      const results: VerifyResult[] = [];
+      for (const a of archives) results.push(await verifyArchive(resolve(a), { openInOrt: true, progress: progressFor(opts) }));
+      emitResult(opts, results, () => results.map((r) =>
+        `OK ${r.archive}: ${r.files.length} files, variant ${r.variant}` +
+        `${r.manifestChecked ? ', manifest checksums match' : ', no manifest beside it'}` +
+        `${r.sumsChecked ? ', SHA256SUMS matches' : ''}`).join('\n'));
     });
 }

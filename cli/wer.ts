@@ -50,7 +50,7 @@ export async function runWer(opts: WerCliOptions): Promise<WerReport & { modelDi
 export function register(program: Command): void {
   program
     .command('wer')
-    .description('Word error rate of a model on a manifest of (audio, reference text) pairs')
+    .description('word error rate of a model on a manifest of (audio, reference text) pairs')
     .requiredOption('--model-dir <dir>', 'exported model directory')
     .requiredOption('--manifest <file>', 'JSON [{"audio", "text" | "text_file"}] or TSV "audio<TAB>text" lines; paths relative to the manifest')
     .addOption(new Option('--variant <variant>', 'which graphs to load').choices([...VARIANTS]).default('fp32'))

@@ -22,6 +22,8 @@ import { OutputConfigSchema, type CheckpointConfig, type ModelDims, type OutputC
 import { resolveModelSource } from '../checkpoint/model-source.js';
 import { openCheckpoint } from '../checkpoint/open-checkpoint.js';
 import type { TensorSource } from '../checkpoint/tensor-source.js';
+import { EXPORT_RECORD_FILE, hashCheckpointFiles, type ExportRecord } from './export-record.js';
+import { TOOL_VERSION } from '../common/version.js';
 import { buildEncoder } from './encoder.js';
 import { buildDecoderInit, buildDecoderStep, decoderTensorCount, EMBED_TOKENS } from './decoder.js';
 import { writeModel } from './model.js';
@@ -79,6 +81,9 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   const source = await resolveModelSource(opts.model, { revision: opts.revision, progress });
   const ckpt = await openCheckpoint(source.dir);
   const tmp = join(dirname(output), `.${basename(output)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  // Hash the inputs on a worker thread while the graphs are built on this one.
+  const inputHashes = hashCheckpointFiles(source.dir);
+  inputHashes.catch(() => { /* awaited below; avoid an unhandled rejection if the export fails first */ });
   try {
     await mkdir(tmp, { recursive: true });
     await buildEncoder({ tensors: ckpt.tensors, dims: ckpt.dims, outputDir: tmp, progress });
@@ -86,6 +91,13 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     await writeEmbedTable(ckpt.tensors, ckpt.dims, join(tmp, EMBED_TOKENS_FILE), embedDtype, progress);
     await writeFileAtomic(join(tmp, 'config.json'), `${JSON.stringify(outputConfig(ckpt.config, ckpt.dims, embedDtype), null, 2)}\n`);
     await copyCheckpointFiles(source.dir, tmp);
+    const record: ExportRecord = {
+      format: 'qwen3-onnx-export/1',
+      tool: { name: 'qwen3-onnx', version: TOOL_VERSION },
+      source: { model: source.repo ?? basename(source.dir), revision: opts.revision ?? null, commit: source.commit ?? null, files: await inputHashes },
+      options: { allLogits: opts.allLogits ?? false, embedDtype },
+    };
+    await writeFileAtomic(join(tmp, EXPORT_RECORD_FILE), `${JSON.stringify(record, null, 2)}\n`);
     const files = await listFiles(tmp);
     await moveIntoPlace(tmp, output, opts.overwrite ?? false);
     progress.finish();

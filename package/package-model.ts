@@ -8,10 +8,10 @@ import { OutputConfigSchema, parseJsonWith, type OutputConfig } from '../checkpo
 import { writeTarGz, type ArchiveEntry } from './archive-writer.js';
 import { GRAPHS, graphFileFor, variantFiles } from './variant-files.js';
 import { assertOrtOpens } from './ort-open.js';
-import { manifestJson, PackageManifestSchema, SourceRecordSchema, type PackageManifest, type SourceRecord } from './manifest.js';
+import { manifestJson, PackageManifestSchema, type PackageManifest, type SourceRecord } from './manifest.js';
 import { verifyArchive } from './verify.js';
 import { statSize, TOOL_VERSION } from './util.js';
-import { z } from 'zod';
+import { EXPORT_RECORD_FILE, ExportRecordSchema } from '../graph-builder/export-record.js';
 
 export interface PackageOptions {
   modelDir: string;
@@ -24,9 +24,6 @@ export interface PackageOptions {
 }
 
 export interface PackageResult { archive: string; manifestPath: string; manifest: PackageManifest }
-
-/** The record `export` leaves in a model directory, naming the checkpoint it came from. */
-export const ExportRecordSchema = z.looseObject({ source: SourceRecordSchema });
 
 /** `0.6b` / `1.7b` for the real shapes, else the caller's label or `custom`. */
 export function sizeLabelOf(config: OutputConfig, explicit?: string): string {
@@ -48,7 +45,7 @@ function configForVariant(config: OutputConfig, variant: string): OutputConfig {
 }
 
 async function readSource(modelDir: string): Promise<SourceRecord | null> {
-  const path = join(modelDir, 'export-record.json');
+  const path = join(modelDir, EXPORT_RECORD_FILE);
   let text: string;
   try { text = await readFile(path, 'utf8'); } catch { return null; }
   return parseJsonWith(ExportRecordSchema, text, path).source;

@@ -62,7 +62,6 @@ export async function verifyArchive(archive: string, opts: VerifyOptions): Promi
   const manifest = opts.manifest === undefined ? await loadManifestBeside(archive) : opts.manifest;
 
   const archiveSha = await sha256File(archive);
-  const sumsChecked = await checkSums(archive, archiveSha);
 
   const scratch = opts.openInOrt ? await mkdtemp(join(tmpdir(), 'qwen3-onnx-verify-')) : null;
   try {
@@ -110,6 +109,8 @@ export async function verifyArchive(archive: string, opts: VerifyOptions): Promi
       for (const e of manifest.files) if (!seen.has(e.path)) throw new UserError(`${archive}: ${e.path} is in the manifest but missing from the archive`);
       if (manifest.archive.sha256 !== archiveSha) throw new UserError(`${archive}: archive sha256 differs from its manifest`);
     }
+    // After the per-file checks, so a changed file inside is named rather than just the archive.
+    const sumsChecked = await checkSums(archive, archiveSha);
 
     if (scratch) {
       const config = join(scratch, 'config.json');

@@ -1,0 +1,56 @@
+import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { Progress } from '../common/progress.js';
+import { validateAlpha } from './scales.js';
+import { writeSmoothedGraphs, type SmoothReport } from './smooth.js';
+import { readStatsForModel } from './stats-file.js';
+
+/**
+ * The `quantize --awq` hook: smoothed float copies of the decoder graphs, written as hidden
+ * temp files in the model directory (beside the originals, whose untouched tensors they keep
+ * reading) for the quantiser to use as its sources, and removed afterwards.
+ *
+ * Usage:
+ *   const awq = await smoothForQuantize(dir, ['decoder_init', 'decoder_step'], { stats, alpha });
+ *   try { transform(awq.sources.decoder_init, ...) } finally { await awq.cleanup(); }
+ */
+
+export interface AwqOptions {
+  /** stats.json written by `calibrate` for this model directory. */
+  stats: string;
+  alpha: number;
+}
+
+export interface SmoothedSources {
+  /** Graph name -> smoothed .onnx path. */
+  sources: Record<string, string>;
+  report: SmoothReport;
+  cleanup(): Promise<void>;
+}
+
+export async function smoothForQuantize(
+  modelDir: string, graphs: readonly string[], awq: AwqOptions, progress?: Progress,
+): Promise<SmoothedSources> {
+  const dir = resolve(modelDir);
+  validateAlpha(awq.alpha);
+  const stats = await readStatsForModel(awq.stats, dir);
+  const tag = `awq.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const sources: Record<string, string> = {};
+  for (const g of graphs) sources[g] = join(dir, `.${g}.${tag}.onnx`);
+  const dataFile = join(dir, `.decoder_weights.${tag}.data`);
+  const cleanup = async (): Promise<void> => {
+    await Promise.all([...Object.values(sources), dataFile].map((p) => rm(p, { force: true })));
+  };
+  try {
+    const meanAbs = Object.fromEntries(Object.entries(stats.norms).map(([k, v]) => [k, v.mean_abs]));
+    const report = await writeSmoothedGraphs({
+      graphs: graphs.map((g) => ({ src: join(dir, `${g}.onnx`), dst: sources[g] })),
+      dataFile, meanAbs, alpha: awq.alpha, progress,
+    });
+    return { sources, report, cleanup };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}

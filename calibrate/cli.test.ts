@@ -1,0 +1,64 @@
+import { spawnSync } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { copyModelDir, tinyExportedModelDir } from './test-support.js';
+
+/** The built CLI (npm test builds first), run as a user would. */
+const MAIN = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+const AUDIO = resolve(dirname(fileURLToPath(import.meta.url)), '../../shared/audio');
+
+function cli(args: string[]) {
+  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', env: { ...process.env, CI: '1' } });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+let model: { dir: string; cleanup: () => Promise<void> };
+let stats: string;
+beforeAll(async () => {
+  model = await copyModelDir(await tinyExportedModelDir());
+  stats = join(model.dir, '..', 'stats.json');
+});
+afterAll(async () => { await model?.cleanup(); });
+
+describe('qwen3-onnx calibrate / quantize --awq', () => {
+  it('calibrate --help describes the command', () => {
+    const r = cli(['calibrate', '--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/--audio <file\|dir\.\.\.>/);
+    expect(r.stdout).toMatch(/--max-new-tokens <n>/);
+  });
+
+  it('calibrates on a clip, then quantizes with --awq (default alpha 0.2)', async () => {
+    const c = cli(['calibrate', '--model-dir', model.dir, '--audio', join(AUDIO, 'jfk.wav'), '--max-new-tokens', '2', '--output', stats, '--json']);
+    expect(c.stderr).toBe('');
+    expect(c.code).toBe(0);
+    expect(JSON.parse(c.stdout)).toMatchObject({ output: stats, files: 1, norms: 7, decodePositions: 1 });
+    expect(JSON.parse(await readFile(stats, 'utf8')).format).toBe('qwen3-onnx-activation-stats');
+
+    const q = cli(['quantize', '--model-dir', model.dir, '--awq', stats, '--awq-alpha', '0.5']);
+    expect(q.stderr).toBe('');
+    expect(q.code).toBe(0);
+    expect(q.stdout).toMatch(/\(int4_awq0\.5_rtn_block64_al4\)/);
+    expect(q.stdout).toMatch(/AWQ alpha 0\.5: 7 norms, 16 weights smoothed, scales [\d.]+\.\.[\d.]+; own smoothed copy for thinker\.model\.embed_tokens\.weight -> thinker\.lm_head\.weight/);
+
+    const d = cli(['quantize', '--model-dir', model.dir, '--awq', stats, '--json']);
+    expect(d.code).toBe(0);
+    expect(JSON.parse(d.stdout).recipe).toBe('int4_awq0.2_rtn_block64_al4');
+  });
+
+  const bad: [string, string[], RegExp][] = [
+    ['--awq-alpha without --awq', ['quantize', '--model-dir', '.', '--awq-alpha', '0.3'], /--awq-alpha needs --awq <stats\.json>/],
+    ['an alpha above 1', ['quantize', '--model-dir', 'MODEL', '--awq', 'STATS', '--awq-alpha', '2'], /--awq-alpha must be a number from 0 to 1, got 2/],
+    ['an alpha that is not a number', ['quantize', '--model-dir', '.', '--awq', 'x', '--awq-alpha', 'abc'], /--awq-alpha must be a number, got "abc"/],
+    ['a missing stats file', ['quantize', '--model-dir', 'MODEL', '--awq', '/nonexistent/stats.json'], /cannot read \/nonexistent\/stats\.json: no such file or directory/],
+    ['calibrate without audio files', ['calibrate', '--model-dir', 'MODEL', '--audio', '/nonexistent.wav', '--output', '/tmp/x.json'], /--audio: cannot read \/nonexistent\.wav/],
+  ];
+  it.each(bad)('refuses %s with a one-line error', (_what, args, message) => {
+    const r = cli(args.map((a) => (a === 'MODEL' ? model.dir : a === 'STATS' ? stats : a)));
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
+});

@@ -1,0 +1,49 @@
+import type { Command } from 'commander';
+import { InvalidArgumentError } from 'commander';
+import { buildRelease, parseVariants } from '../package/build.js';
+import { emitResult, intOption, progressFor, type CommonOptions } from './output.js';
+
+interface BuildCliOptions extends CommonOptions {
+  model: string; revision?: string; output: string; variants: string; awq?: string; awqAlpha?: number;
+  compareAudio: string[]; minTop1: number; minCosine: number; compareMaxTokens: number; level: number;
+  sizeLabel?: string; threads?: number;
+}
+
+function floatOption(flag: string): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value);
+    if (!Number.isFinite(n)) throw new InvalidArgumentError(`${flag} must be a number, got "${value}"`);
+    return n;
+  };
+}
+
+export function register(program: Command): void {
+  program
+    .command('build')
+    .description('one shot: export, fuse, quantize, check int4 against fp32, and package every variant')
+    .option('--model <id|dir>', 'Hugging Face repo id or local checkpoint directory', 'Qwen/Qwen3-ASR-0.6B')
+    .option('--revision <rev>', 'hub branch, tag or commit')
+    .requiredOption('--output <dir>', 'build directory: model/, dist/ and build-record.json go here')
+    .option('--variants <list>', 'comma-separated variants to package', 'fp32,int4')
+    .option('--awq <stats.json>', 'AWQ-smooth quantized variants with these calibration statistics')
+    .option('--awq-alpha <a>', 'AWQ smoothing strength', floatOption('--awq-alpha'))
+    .option('--compare-audio <wav...>', 'audio for the quantized-vs-fp32 check (default: a built-in synthetic clip)', [])
+    .option('--min-top1 <x>', 'refuse to package below this teacher-forced top-1 agreement', floatOption('--min-top1'), 0.9)
+    .option('--min-cosine <x>', 'refuse to package below this mean logit cosine similarity', floatOption('--min-cosine'), 0.99)
+    .option('--compare-max-tokens <n>', 'greedy tokens per file in the check', intOption('--compare-max-tokens'), 32)
+    .option('--level <n>', 'gzip level 0-9', intOption('--level'), 1)
+    .option('--size-label <label>', 'size in archive names (default from the config)')
+    .option('--threads <n>', 'onnxruntime intra-op threads', intOption('--threads'))
+    .option('--json', 'print the build record as JSON')
+    .option('--quiet', 'print nothing but errors')
+    .action(async (opts: BuildCliOptions) => {
+      const { record, packages } = await buildRelease({
+        model: opts.model, ...(opts.revision !== undefined ? { revision: opts.revision } : {}), output: opts.output,
+        variants: parseVariants(opts.variants), awq: opts.awq, awqAlpha: opts.awqAlpha,
+        compareAudio: opts.compareAudio, minTop1: opts.minTop1, minCosine: opts.minCosine,
+        compareMaxTokens: opts.compareMaxTokens, level: opts.level, sizeLabel: opts.sizeLabel,
+        threads: opts.threads, progress: progressFor(opts),
+      });
+      emitResult(opts, record, () => packages.map((p) => `${p.archive}  ${p.manifest.archive.sha256}`).join('\n'));
+    });
+}

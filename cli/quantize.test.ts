@@ -1,0 +1,79 @@
+import { spawnSync } from 'node:child_process';
+import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tinyModelDir } from '../fixtures/test-support.js';
+
+/** The built CLI (npm test builds first), run as a user would. */
+const MAIN = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+
+function cli(args: string[]) {
+  const r = spawnSync(process.execPath, [MAIN, 'quantize', ...args], { encoding: 'utf8', env: { ...process.env, CI: '1' } });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+let dir: string;
+beforeAll(async () => {
+  const src = await tinyModelDir();
+  dir = await mkdtemp(join(tmpdir(), 'qwen3-onnx-cli-quantize-'));
+  for (const f of ['decoder_init.onnx', 'decoder_step.onnx', 'decoder_weights.data', 'config.json']) await copyFile(join(src, f), join(dir, f));
+}, 300_000);
+afterAll(async () => { await rm(dir, { recursive: true, force: true }); });
+
+describe('qwen3-onnx quantize', () => {
+  it('quantises a model directory and reports in JSON', async () => {
+    const r = cli(['--model-dir', dir, '--json', '--threads', '2']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.recipe).toBe('int4_rtn_block64_al4');
+    expect(out.files).toEqual(['decoder_init.int4.onnx', 'decoder_step.int4.onnx', 'decoder_weights.int4.data', 'config.json']);
+    expect(out.report.graphs.map((g: { quantization: { quantized: unknown[] } }) => g.quantization.quantized.length)).toEqual([22, 22]);
+    const cfg = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'));
+    expect(cfg.quantization).toEqual({ decoder_init: 'int4_rtn_block64_al4', decoder_step: 'int4_rtn_block64_al4' });
+  });
+
+  it('--bits 8 --symmetric --block-size 32 --accuracy-level 0 names the int8 files and recipe', async () => {
+    const r = cli(['--model-dir', dir, '--bits', '8', '--symmetric', '--block-size', '32', '--accuracy-level', '0', '--json']);
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.files.slice(0, 3)).toEqual(['decoder_init.int8.onnx', 'decoder_step.int8.onnx', 'decoder_weights.int8.data']);
+    const cfg = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'));
+    expect(cfg.quantization).toEqual({
+      decoder_init: 'int4_rtn_block64_al4', 'decoder_init.int8': 'int8_rtn_block32_al0_sym',
+      decoder_step: 'int4_rtn_block64_al4', 'decoder_step.int8': 'int8_rtn_block32_al0_sym',
+    });
+  });
+
+  it('prints a human summary without --json', () => {
+    const r = cli(['--model-dir', dir, '--no-fuse', '--exclude', '*lm_head*']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/0 RMSNorm fused, 21 MatMul -> MatMulNBits, 1 left in float/);
+    expect(r.stdout).toMatch(/saved by de-duplication/);
+  });
+
+  const bad: [string, string[], RegExp][] = [
+    ['a missing directory', ['--model-dir', '/nonexistent/model'], /^qwen3-onnx: error: cannot read \/nonexistent\/model\/config\.json: no such file or directory\n$/],
+    ['a block size that is not a power of two', ['--model-dir', '.', '--block-size', '48'], /--block-size must be a power of two >= 16/],
+    ['an accuracy level out of range', ['--model-dir', '.', '--accuracy-level', '7'], /--accuracy-level must be 0\.\.4, got 7/],
+    ['an unsupported width', ['--model-dir', '.', '--bits', '3'], /--bits.*3.*(choices|Allowed)/i],
+  ];
+  for (const [what, args, message] of bad) {
+    it(`fails with one clear line on ${what}`, () => {
+      const r = cli(args);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(message);
+      expect(r.stdout).toBe('');
+    });
+  }
+
+  it('fails on an --exclude pattern that matches nothing, before writing anything', async () => {
+    const before = await readFile(join(dir, 'config.json'), 'utf8');
+    const r = cli(['--model-dir', dir, '--exclude', 'no_such_layer*', '--block-size', '128']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toBe('qwen3-onnx: error: --exclude no_such_layer* matches no quantisable MatMul/Gemm node or weight name\n');
+    expect(await readFile(join(dir, 'config.json'), 'utf8')).toBe(before);
+  });
+});

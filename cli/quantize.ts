@@ -1,0 +1,75 @@
+import { Option, type Command } from 'commander';
+import { emitResult, intOption, progressFor, type CommonOptions } from './output.js';
+import { QUANTIZE_DEFAULTS, quantizeModelDir } from '../quantize/model-dir.js';
+import { UserError } from '../common/errors.js';
+import { AWQ_DEFAULT_ALPHA } from '../calibrate/scales.js';
+
+interface QuantizeFlags extends CommonOptions {
+  modelDir: string;
+  bits: string;
+  blockSize: number;
+  accuracyLevel: number;
+  symmetric?: boolean;
+  exclude?: string[];
+  fuse: boolean;
+  skipFusion?: boolean;
+  threads?: number;
+  awq?: string;
+  awqAlpha?: string;
+}
+
+export function register(program: Command): void {
+  program
+    .command('quantize')
+    .description('fuse RMSNorm and quantise the decoder graphs of a model directory to MatMulNBits (int4 RTN by default); writes decoder_{init,step}.int4.onnx and decoder_weights.int4.data beside the float files')
+    .requiredOption('--model-dir <dir>', 'exported model directory (decoder_init.onnx, decoder_step.onnx, config.json)')
+    .addOption(new Option('--bits <n>', 'weight bits').choices(['4', '8']).default('4'))
+    .option('--block-size <n>', 'quantisation block size along K (power of two >= 16)', intOption('--block-size'), QUANTIZE_DEFAULTS.blockSize)
+    .option('--accuracy-level <n>', 'MatMulNBits accuracy_level (0 = unset, 4 = int8 activations)', intOption('--accuracy-level'), QUANTIZE_DEFAULTS.accuracyLevel)
+    .option('--symmetric', 'symmetric quantisation (no zero points; default asymmetric)')
+    .option('--exclude <pattern...>', 'leave MatMul/Gemm nodes in float whose node or weight name matches a glob (* and ?)')
+    .option('--no-fuse', 'skip RMSNorm -> SimplifiedLayerNormalization fusion')
+    .option('--skip-fusion', 'also fold residual Adds into SkipSimplifiedLayerNormalization (see investigation/INVESTIGATION.md)')
+    .option('--awq <stats.json>', 'AWQ-smooth norms and the linears they feed before rounding, with activation statistics from `qwen3-onnx calibrate` on this model')
+    .option('--awq-alpha <a>', `AWQ smoothing strength from 0 to 1 (with --awq; default ${AWQ_DEFAULT_ALPHA})`)
+    .option('--threads <n>', 'worker threads (default: all cores)', intOption('--threads'))
+    .option('--json', 'print the result as JSON')
+    .action(async (flags: QuantizeFlags) => {
+      if (flags.awqAlpha !== undefined && flags.awq === undefined) throw new UserError('--awq-alpha needs --awq <stats.json>');
+      const alpha = flags.awqAlpha === undefined ? AWQ_DEFAULT_ALPHA : Number(flags.awqAlpha);
+      if (flags.awqAlpha !== undefined && (flags.awqAlpha.trim() === '' || !Number.isFinite(alpha))) throw new UserError(`--awq-alpha must be a number, got "${flags.awqAlpha}"`);
+      const result = await quantizeModelDir({
+        modelDir: flags.modelDir,
+        bits: Number(flags.bits) as 4 | 8,
+        blockSize: flags.blockSize,
+        accuracyLevel: flags.accuracyLevel,
+        symmetric: Boolean(flags.symmetric),
+        exclude: flags.exclude ?? [],
+        fuse: flags.fuse,
+        skipFusion: Boolean(flags.skipFusion),
+        ...(flags.awq !== undefined ? { awq: { stats: flags.awq, alpha } } : {}),
+        threads: flags.threads,
+        progress: progressFor(flags),
+      });
+      emitResult(flags, result, () => {
+        const r = result.report;
+        const lines = [`quantized ${result.modelDir} -> ${result.variant} (${result.recipe})`];
+        const a = result.awq;
+        if (a) lines.push(`  AWQ alpha ${a.alpha}: ${a.norms} norms, ${a.linears} weights smoothed, scales ${a.scaleMin.toPrecision(3)}..${a.scaleMax.toPrecision(3)}${a.untied.length ? `; own smoothed copy for ${a.untied.map(([w, c]) => `${w} -> ${c}`).join(', ')}` : ''}`);
+        for (const g of r.graphs) {
+          const q = g.quantization;
+          lines.push(`  ${g.dst}: ${g.fusion.rmsNorm} RMSNorm fused${g.fusion.skipRmsNorm ? ` (${g.fusion.skipRmsNorm} with residual Add)` : ''}, `
+            + `${q?.quantized.length ?? 0} MatMul -> MatMulNBits${q?.skipped.length ? `, ${q.skipped.length} left in float` : ''}`);
+        }
+        lines.push(`  ${r.data.file}: ${formatBytes(r.data.fileBytes)}, ${r.data.uniqueTensors} tensors, ${formatBytes(r.data.bytesSaved)} saved by de-duplication`);
+        return lines.join('\n');
+      });
+    });
+}
+
+function formatBytes(n: number): string {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)} GB`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)} MB`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} kB`;
+  return `${n} B`;
+}

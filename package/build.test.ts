@@ -1,0 +1,101 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { cp, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { silentProgress } from '../common/progress.js';
+import { tinyCheckpointDir } from '../fixtures/test-support.js';
+import { buildRelease, parseVariants, type BuildOptions } from './build.js';
+import { verifyArchive } from './verify.js';
+import { planPublish } from './publish.js';
+import { modelCard } from './model-card.js';
+import { PackageManifestSchema } from './manifest.js';
+
+// The files a consumer loads for each variant (CONTRACT.md), plus config, embeddings, tokenizer.
+const SUPPORT = ['chat_template.json', 'config.json', 'embed_tokens.bin', 'merges.txt', 'preprocessor_config.json', 'tokenizer_config.json', 'vocab.json'];
+const CONTRACT_FILES: Record<string, string[]> = {
+  fp32: ['decoder_init.onnx', 'decoder_step.onnx', 'decoder_weights.data', 'encoder.onnx', 'encoder_weights.data', ...SUPPORT].sort(),
+  int4: ['decoder_init.int4.onnx', 'decoder_step.int4.onnx', 'decoder_weights.int4.data', 'encoder.onnx', 'encoder_weights.data', ...SUPPORT].sort(),
+};
+
+let work: string;
+let first: Awaited<ReturnType<typeof buildRelease>>;
+
+function options(output: string, checkpoint: string): BuildOptions {
+  return {
+    model: checkpoint, output, variants: ['fp32', 'int4'], compareAudio: [join(__dirname, '..', '..', 'shared', 'audio', 'jfk.wav')],
+    // A random-weights model has flat logits, so int4 flips near-ties far more often than on
+    // a trained model; the thresholds still refuse a broken quantisation (cosine well below 0.9).
+    minTop1: 0.5, minCosine: 0.95, compareMaxTokens: 6, level: 1, sizeLabel: 'tiny', progress: silentProgress,
+  };
+}
+
+describe('build (one shot) on the tiny fixture', () => {
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'qwen3-onnx-build-test-'));
+    const checkpoint = await tinyCheckpointDir();
+    first = await buildRelease(options(join(work, 'a'), checkpoint));
+  }, 600_000);
+  afterAll(async () => { if (work) await rm(work, { recursive: true, force: true }); });
+
+  it('writes the dist directory the release publishes', async () => {
+    const names = (await readdir(join(work, 'a', 'dist'))).sort();
+    expect(names).toEqual(['README.md', 'SHA256SUMS', 'qwen3-asr-tiny-fp32.manifest.json', 'qwen3-asr-tiny-fp32.tar.gz', 'qwen3-asr-tiny-int4.manifest.json', 'qwen3-asr-tiny-int4.tar.gz']);
+    const sums = await readFile(join(work, 'a', 'dist', 'SHA256SUMS'), 'utf8');
+    for (const p of first.packages) expect(sums).toContain(`${p.manifest.archive.sha256}  ${p.manifest.archive.path}\n`);
+  });
+
+  it('unpacks each archive to exactly the contract file list, no file twice', async () => {
+    for (const variant of ['fp32', 'int4']) {
+      const archive = join(work, 'a', 'dist', `qwen3-asr-tiny-${variant}.tar.gz`);
+      const listing = execFileSync('tar', ['-tzf', archive], { encoding: 'utf8' }).trim().split('\n');
+      const top = `qwen3-asr-tiny-${variant}`;
+      expect(listing[0]).toBe(`${top}/`);
+      const files = listing.slice(1).map((l) => l.replace(`${top}/`, ''));
+      expect(files).toEqual(CONTRACT_FILES[variant]);
+      expect(new Set(files).size).toBe(files.length);
+      const manifest = PackageManifestSchema.parse(JSON.parse(await readFile(archive.replace('.tar.gz', '.manifest.json'), 'utf8')));
+      expect(manifest.files.map((f) => f.path)).toEqual(CONTRACT_FILES[variant]);
+      expect(manifest.source?.files.find((f) => f.path === 'model.safetensors')?.sha256).toMatch(/^[0-9a-f]{64}$/);
+      expect(manifest.recipe).toEqual(variant === 'fp32' ? null : { decoder_init: 'int4_rtn_block64_al4', decoder_step: 'int4_rtn_block64_al4' });
+      const verified = await verifyArchive(archive, { openInOrt: true, progress: silentProgress });
+      expect(verified.manifestChecked && verified.sumsChecked).toBe(true);
+    }
+    const fp32Config = execFileSync('tar', ['-xzOf', join(work, 'a', 'dist', 'qwen3-asr-tiny-fp32.tar.gz'), 'qwen3-asr-tiny-fp32/config.json'], { encoding: 'utf8' });
+    expect(JSON.parse(fp32Config).quantization).toBeUndefined();
+  }, 300_000);
+
+  it('writes a build record, a model card and a publish plan that check out', async () => {
+    const record = JSON.parse(await readFile(join(work, 'a', 'build-record.json'), 'utf8'));
+    expect(record.tool.node).toBe(process.version);
+    expect(record.inputs.files.map((f: { path: string }) => f.path)).toContain('model.safetensors');
+    expect(record.comparisons[0].passed).toBe(true);
+    const card = await readFile(join(work, 'a', 'dist', 'README.md'), 'utf8');
+    expect(card).toBe(modelCard(first.packages.map((p) => p.manifest)));
+    for (const p of first.packages) expect(card).toContain(p.manifest.archive.sha256);
+    const plan = await planPublish(join(work, 'a', 'dist'), 'someone/qwen3-asr-tiny-onnx');
+    expect(plan.files.map((f) => f.path).sort()).toEqual(['README.md', 'SHA256SUMS', 'qwen3-asr-tiny-fp32.manifest.json', 'qwen3-asr-tiny-fp32.tar.gz', 'qwen3-asr-tiny-int4.manifest.json', 'qwen3-asr-tiny-int4.tar.gz']);
+  });
+
+  it('verify-package names the tampered file', async () => {
+    const dist = join(work, 'tampered');
+    await cp(join(work, 'a', 'dist'), dist, { recursive: true });
+    const archive = join(dist, 'qwen3-asr-tiny-int4.tar.gz');
+    // Flip one byte inside config.json's content and re-compress: the gzip stream stays valid,
+    // so only the manifest checksum can catch it.
+    const tar = gunzipSync(await readFile(archive));
+    const at = tar.indexOf(Buffer.from('"model_type"'));
+    expect(at).toBeGreaterThan(0);
+    tar[at + 1] = 'M'.charCodeAt(0);
+    await writeFile(archive, gzipSync(tar));
+    await expect(verifyArchive(archive, { openInOrt: false, progress: silentProgress })).rejects.toThrow(/config\.json does not match its manifest checksum/);
+    await expect(planPublish(dist, 'someone/x')).rejects.toThrow(/qwen3-asr-tiny-int4\.tar\.gz: sha256 differs/);
+  });
+
+  it('refuses unknown variants and a bad publish repo', async () => {
+    expect(() => parseVariants('fp32,int3')).toThrow(/unknown variant "int3"/);
+    expect(() => parseVariants('fp32,fp32')).toThrow(/duplicate/);
+    await expect(planPublish(join(work, 'a', 'dist'), 'not a repo')).rejects.toThrow(/not a repo/);
+  });
+});

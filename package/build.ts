@@ -1,0 +1,192 @@
+import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { writeFileAtomic } from '../common/atomic.js';
+import { UserError } from '../common/errors.js';
+import { sha256File } from '../common/hash.js';
+import { Prng } from '../common/prng.js';
+import { silentProgress, type Progress } from '../common/progress.js';
+import { TOOL_VERSION } from '../common/version.js';
+import { exportModel } from '../graph-builder/export.js';
+import { EXPORT_RECORD_FILE, ExportRecordSchema } from '../graph-builder/export-record.js';
+import { parseJsonWith } from '../checkpoint/config.js';
+import { quantizeModelDir, QUANTIZE_DEFAULTS } from '../quantize/model-dir.js';
+import { compareVariants, type CompareReport } from '../runtime/compare.js';
+import { encodeWav } from '../runtime/wav-writer.js';
+import { packageModel, type PackageResult } from './package-model.js';
+import { modelCard } from './model-card.js';
+import type { PackageManifest } from './manifest.js';
+
+export interface BuildOptions {
+  model: string;
+  revision?: string;
+  output: string;
+  variants: string[];
+  /** AWQ statistics from `calibrate`, applied to every quantized variant. */
+  awq?: string;
+  awqAlpha?: number;
+  /** Audio the int4-vs-fp32 check runs on; a built-in synthetic clip when empty. */
+  compareAudio: string[];
+  minTop1: number;
+  minCosine: number;
+  compareMaxTokens: number;
+  level: number;
+  sizeLabel?: string;
+  threads?: number;
+  progress?: Progress;
+}
+
+export interface BuildRecord {
+  format: 'qwen3-onnx-build/1';
+  tool: { name: 'qwen3-onnx'; version: string; node: string; onnxruntime: string };
+  options: Record<string, unknown>;
+  inputs: { model: string; revision: string | null; commit: string | null; files: { path: string; size: number; sha256: string }[] };
+  comparisons: CompareReport[];
+  outputs: { path: string; size: number; sha256: string }[];
+}
+
+/** Variants `build` knows how to make: fp32 is the export itself, intN comes from `quantize --bits N`. */
+const QUANTIZED = /^int(4|8)$/;
+
+export function parseVariants(list: string): string[] {
+  const variants = list.split(',').map((v) => v.trim()).filter(Boolean);
+  if (variants.length === 0) throw new UserError('--variants: give at least one variant, e.g. fp32,int4');
+  for (const v of variants) if (v !== 'fp32' && !QUANTIZED.test(v)) throw new UserError(`--variants: unknown variant "${v}" (fp32, int4 or int8)`);
+  if (new Set(variants).size !== variants.length) throw new UserError(`--variants: duplicate variant in "${list}"`);
+  return variants;
+}
+
+/**
+ * A deterministic 6 s test clip (a few harmonic tones with a slow vibrato and low noise) for the
+ * quantisation check when the caller gives no audio: enough to drive the encoder and the decoder
+ * through a real decode, identical on every machine.
+ */
+function syntheticClip(): Uint8Array {
+  const rate = 16000;
+  const n = rate * 6;
+  const x = new Float32Array(n);
+  const rng = new Prng(1234);
+  for (let i = 0; i < n; i += 1) {
+    const t = i / rate;
+    const f0 = 140 + 30 * Math.sin(2 * Math.PI * 0.7 * t);
+    let v = 0;
+    for (let h = 1; h <= 6; h += 1) v += Math.sin(2 * Math.PI * f0 * h * t) / h;
+    x[i] = 0.15 * v * (0.6 + 0.4 * Math.sin(2 * Math.PI * 2.5 * t)) + 0.003 * rng.normal();
+  }
+  return encodeWav({ sampleRate: rate, channels: [x], encoding: 'pcm16' });
+}
+
+async function hashDir(dir: string): Promise<{ path: string; size: number; sha256: string }[]> {
+  const out = [];
+  for (const name of (await readdir(dir)).sort()) {
+    const p = join(dir, name);
+    const s = await stat(p);
+    if (!s.isFile()) continue;
+    out.push({ path: name, size: s.size, sha256: await sha256File(p) });
+  }
+  return out;
+}
+
+/** The checkpoint files export hashed (recorded in the model directory's export record). */
+async function exportedInputs(modelDir: string): Promise<BuildRecord['inputs']['files']> {
+  const path = join(modelDir, EXPORT_RECORD_FILE);
+  return parseJsonWith(ExportRecordSchema, await readFile(path, 'utf8'), path).source.files;
+}
+
+/**
+ * The one-shot release build: export -> (fuse + quantize [+ AWQ]) -> compare each quantized
+ * variant with fp32 (refusing to package one that diverges past the thresholds) -> package every
+ * variant -> model card -> build record. Layout under OUTPUT: `model/` (the model directory),
+ * `dist/` (archives, manifests, SHA256SUMS, README.md), `build-record.json`.
+ */
+export async function buildRelease(opts: BuildOptions): Promise<{ record: BuildRecord; packages: PackageResult[] }> {
+  const progress = opts.progress ?? silentProgress;
+  const output = resolve(opts.output);
+  const modelDir = join(output, 'model');
+  const distDir = join(output, 'dist');
+  const existed = await stat(output).then(() => true, () => false);
+  try {
+    return await runBuild(opts, output, modelDir, distDir, progress);
+  } catch (err) {
+    // A failed build leaves nothing behind when it made the output directory itself.
+    if (!existed) await rm(output, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+async function runBuild(
+  opts: BuildOptions, output: string, modelDir: string, distDir: string, progress: Progress,
+): Promise<{ record: BuildRecord; packages: PackageResult[] }> {
+  await mkdir(output, { recursive: true });
+
+  progress.info(`export ${opts.model} -> ${modelDir}`);
+  const exported = await exportModel({ model: opts.model, revision: opts.revision, output: modelDir, overwrite: true, progress });
+
+  const quantized = opts.variants.filter((v) => v !== 'fp32');
+  for (const v of quantized) {
+    progress.info(`quantize ${v}`);
+    await quantizeModelDir({
+      ...QUANTIZE_DEFAULTS,
+      modelDir,
+      bits: Number(v.slice(3)) as 4 | 8,
+      exclude: [],
+      threads: opts.threads,
+      progress,
+      ...(opts.awq ? { awq: { stats: opts.awq, alpha: opts.awqAlpha ?? 0.2 } } : {}),
+    });
+  }
+
+  const comparisons: CompareReport[] = [];
+  if (quantized.length) {
+    let scratch: string | null = null;
+    let audio = opts.compareAudio;
+    if (audio.length === 0) {
+      scratch = await mkdtemp(join(tmpdir(), 'qwen3-onnx-build-'));
+      await writeFileAtomic(join(scratch, 'synthetic.wav'), syntheticClip());
+      audio = [join(scratch, 'synthetic.wav')];
+    }
+    try {
+      for (const v of quantized) {
+        progress.info(`compare fp32 vs ${v}`);
+        const report = await compareVariants({
+          modelDir, variants: ['fp32', v], files: audio, maxNewTokens: opts.compareMaxTokens,
+          minTop1: opts.minTop1, minCosine: opts.minCosine, threads: opts.threads, progress,
+        });
+        comparisons.push(report);
+        if (!report.passed) {
+          const why = report.comparisons.flatMap((c) => c.failures).join('; ');
+          throw new UserError(`${v} diverges from fp32 past the thresholds, not packaging it: ${why}`);
+        }
+      }
+    } finally {
+      if (scratch) await rm(scratch, { recursive: true, force: true });
+    }
+  }
+
+  const packages: PackageResult[] = [];
+  for (const v of opts.variants) {
+    progress.info(`package ${v}`);
+    packages.push(await packageModel({ modelDir, variant: v, outputDir: distDir, level: opts.level, sizeLabel: opts.sizeLabel, progress }));
+  }
+  const manifests: PackageManifest[] = packages.map((p) => p.manifest);
+  await writeFileAtomic(join(distDir, 'README.md'), modelCard(manifests));
+
+  const record: BuildRecord = {
+    format: 'qwen3-onnx-build/1',
+    tool: { name: 'qwen3-onnx', version: TOOL_VERSION, node: process.version, onnxruntime: ort.env.versions.common ?? 'unknown' },
+    options: {
+      variants: opts.variants, awq: opts.awq ?? null, awqAlpha: opts.awq ? (opts.awqAlpha ?? 0.2) : null,
+      compareAudio: opts.compareAudio.length ? opts.compareAudio : 'builtin-synthetic-6s',
+      minTop1: opts.minTop1, minCosine: opts.minCosine, level: opts.level, quantize: QUANTIZE_DEFAULTS,
+    },
+    inputs: {
+      model: opts.model, revision: opts.revision ?? null, commit: exported.commit ?? null,
+      files: await exportedInputs(modelDir),
+    },
+    comparisons,
+    outputs: await hashDir(distDir),
+  };
+  await writeFileAtomic(join(output, 'build-record.json'), `${JSON.stringify(record, null, 2)}\n`);
+  return { record, packages };
+}

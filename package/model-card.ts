@@ -1,0 +1,86 @@
+import type { PackageManifest } from './manifest.js';
+
+/** Human-readable byte size with binary units (stable: no locale formatting). */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) { v /= 1024; u += 1; }
+  return u === 0 ? `${n} B` : `${v.toFixed(2)} ${units[u]}`;
+}
+
+const RECIPE_TEXT: Record<string, string> = {
+  fp32: 'float32 weights exported op by op from the BF16 safetensors (no tracer).',
+};
+
+function recipeLine(m: PackageManifest): string {
+  if (!m.recipe) return RECIPE_TEXT[m.variant] ?? 'float weights.';
+  const parts = Object.entries(m.recipe).map(([graph, r]) => `\`${graph}\`: \`${r}\``);
+  return `weight-only quantisation (${parts.join(', ')}); the encoder stays float32 and is shared with the fp32 variant.`;
+}
+
+/**
+ * The README.md of the Hugging Face model repo the release publishes to: front matter, one
+ * section per archive (files, sizes, checksums, recipe) and how to load the model.
+ */
+export function modelCard(manifests: PackageManifest[]): string {
+  const sorted = [...manifests].sort((a, b) => (a.archive.path < b.archive.path ? -1 : 1));
+  const base = sorted.find((m) => m.source)?.source?.model ?? 'Qwen/Qwen3-ASR-0.6B';
+  const lines: string[] = [
+    '---',
+    'license: apache-2.0',
+    `base_model: ${base}`,
+    'pipeline_tag: automatic-speech-recognition',
+    'library_name: onnxruntime',
+    'tags:',
+    '  - onnx',
+    '  - qwen3-asr',
+    '  - speech-recognition',
+    '---',
+    '',
+    `# ${base.split('/').pop()} for ONNX Runtime`,
+    '',
+    `ONNX export of [${base}](https://huggingface.co/${base}) built by qwen3-onnx` +
+      ` ${sorted[0]?.tool.version ?? ''} straight from the safetensors: an audio encoder, a prefill decoder` +
+      ' (`decoder_init`) and a one-token decoder (`decoder_step`) sharing one weights file, stacked KV caches' +
+      ' `[layers, batch, kv_heads, seq, head_dim]`, and the token embedding table as `embed_tokens.bin`.',
+    '',
+  ];
+  if (sorted[0]?.source) {
+    const s = sorted[0].source;
+    lines.push(`Source checkpoint: \`${s.model}\`${s.revision ? ` revision \`${s.revision}\`` : ''}${s.commit ? ` (commit \`${s.commit}\`)` : ''}.`, '');
+  }
+  for (const m of sorted) {
+    lines.push(`## ${m.archive.path}`, '');
+    lines.push(`${formatBytes(m.archive.size)}, sha256 \`${m.archive.sha256}\`. Recipe: ${recipeLine(m)}`, '');
+    lines.push('| file | size | sha256 |', '|---|---:|---|');
+    for (const f of m.files) lines.push(`| \`${f.path}\` | ${formatBytes(f.size)} | \`${f.sha256}\` |`);
+    lines.push('');
+  }
+  lines.push(
+    '## Loading',
+    '',
+    'Unpack an archive; its folder is a model directory that [transcribe-rs](https://github.com/cjpais/transcribe-rs)' +
+      " (qwen3 engine) and the Handy app load as is; pick the quantized variant in the engine's options (it falls back" +
+      ' to the float encoder).',
+    '',
+    'With the qwen3-onnx CLI:',
+    '',
+    '```sh',
+    `tar -xzf ${sorted[0]?.archive.path ?? 'qwen3-asr-0.6b-int4.tar.gz'}`,
+    `npx qwen3-onnx transcribe --model-dir ${sorted[0]?.archive.path.replace(/\.tar\.gz$/, '') ?? 'qwen3-asr-0.6b-int4'}${sorted[0] && sorted[0].variant !== 'fp32' ? ` --variant ${sorted[0].variant}` : ''} audio.wav`,
+    '```',
+    '',
+    'With onnxruntime directly: run `encoder.onnx` on the log-mel `mel [1,128,T]` (Whisper features: 16 kHz,' +
+      ' n_fft 400, hop 160, 128 Slaney bins), build the chat prompt with `<|audio_pad|>` repeated once per audio' +
+      ' feature, run `decoder_init` with `input_ids`, `position_ids`, `audio_features` and `audio_offset`, then' +
+      ' feed `decoder_step` one embedding row from `embed_tokens.bin` per token, handing `present_keys` /' +
+      ' `present_values` back as `past_keys` / `past_values`, until `<|im_end|>` or `<|endoftext|>`.',
+    '',
+    'Every archive is reproducible: the same checkpoint and options give byte-identical files;' +
+      ' `SHA256SUMS` and the `*.manifest.json` beside each archive list every checksum, and' +
+      ' `qwen3-onnx verify-package <archive>` checks them.',
+    '',
+  );
+  return lines.join('\n');
+}

@@ -1,0 +1,133 @@
+import { access, readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { writeFileAtomic } from '../common/atomic.js';
+import { UserError, fsError } from '../common/errors.js';
+import type { Progress } from '../common/progress.js';
+import { OutputConfigSchema, describeZodError } from '../checkpoint/config.js';
+import { smoothForQuantize, type AwqOptions } from '../calibrate/awq.js';
+import type { SmoothReport } from '../calibrate/smooth.js';
+import { transformGraphs, type TransformReport } from './transform.js';
+
+/**
+ * `quantize` on a model directory (shared/CONTRACT.md): reads decoder_init.onnx and
+ * decoder_step.onnx (float, sharing decoder_weights.data), writes decoder_init.int4.onnx,
+ * decoder_step.int4.onnx and decoder_weights.int4.data beside them (int8: `.int8.`), and records
+ * the recipe in config.json under `quantization`. The encoder is neither touched nor copied.
+ */
+
+export const DECODER_GRAPHS = ['decoder_init', 'decoder_step'] as const;
+
+export interface QuantizeDirOptions {
+  modelDir: string;
+  bits: 4 | 8;
+  blockSize: number;
+  accuracyLevel: number;
+  symmetric: boolean;
+  exclude: string[];
+  /** RMSNorm fusion before quantising (default on). */
+  fuse: boolean;
+  /** Residual Add folding into SkipSimplifiedLayerNormalization (investigation/INVESTIGATION.md). */
+  skipFusion: boolean;
+  /** AWQ smoothing from calibrate's stats.json before rounding (calibrate/awq.ts). */
+  awq?: AwqOptions;
+  threads?: number;
+  progress?: Progress;
+}
+
+export interface QuantizeDirResult {
+  modelDir: string;
+  variant: string;
+  recipe: string;
+  files: string[];
+  report: TransformReport;
+  /** What AWQ smoothing did (with `awq`). */
+  awq?: SmoothReport;
+}
+
+/**
+ * The defaults of the CLI (int4 RTN, block 64, accuracy_level 4, asymmetric, RMSNorm fused).
+ * SkipSimplifiedLayerNormalization stays off: it measured no faster (investigation entry 5).
+ */
+export const QUANTIZE_DEFAULTS = { bits: 4, blockSize: 64, accuracyLevel: 4, symmetric: false, fuse: true, skipFusion: false } as const;
+
+export function recipeName(o: Pick<QuantizeDirOptions, 'bits' | 'blockSize' | 'accuracyLevel' | 'symmetric'> & { awq?: Pick<AwqOptions, 'alpha'> }): string {
+  return `int${o.bits}${o.awq ? `_awq${o.awq.alpha}` : ''}_rtn_block${o.blockSize}_al${o.accuracyLevel}${o.symmetric ? '_sym' : ''}`;
+}
+
+export function validateQuantizeOptions(o: Pick<QuantizeDirOptions, 'bits' | 'blockSize' | 'accuracyLevel'>): void {
+  if (o.bits !== 4 && o.bits !== 8) throw new UserError(`--bits must be 4 or 8, got ${o.bits}`);
+  if (!Number.isInteger(o.blockSize) || o.blockSize < 16 || (o.blockSize & (o.blockSize - 1)) !== 0) {
+    throw new UserError(`--block-size must be a power of two >= 16 (MatMulNBits), got ${o.blockSize}`);
+  }
+  if (!Number.isInteger(o.accuracyLevel) || o.accuracyLevel < 0 || o.accuracyLevel > 4) {
+    throw new UserError(`--accuracy-level must be 0..4, got ${o.accuracyLevel}`);
+  }
+}
+
+export async function quantizeModelDir(o: QuantizeDirOptions): Promise<QuantizeDirResult> {
+  validateQuantizeOptions(o);
+  const dir = resolve(o.modelDir);
+  const variant = `int${o.bits}`;
+  const configPath = join(dir, 'config.json');
+  // Validate config.json before the long work, and edit the parsed text (not zod's output)
+  // so key order, and with it the file's bytes, stay as the exporter wrote them.
+  let configText: string;
+  try {
+    configText = await readFile(configPath, 'utf8');
+  } catch (err) {
+    throw fsError('cannot read', configPath, err);
+  }
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(configText) as Record<string, unknown>;
+  } catch (err) {
+    throw new UserError(`${configPath}: not valid JSON (${(err as Error).message})`);
+  }
+  const checked = OutputConfigSchema.safeParse(raw);
+  if (!checked.success) throw new UserError(`${configPath}: ${describeZodError(checked.error)}`);
+
+  for (const g of DECODER_GRAPHS) {
+    const p = join(dir, `${g}.onnx`);
+    try {
+      await access(p);
+    } catch (err) {
+      throw fsError('cannot read', p, err);
+    }
+  }
+  const dataFile = join(dir, `decoder_weights.${variant}.data`);
+  // AWQ: quantise smoothed float copies (temp files beside the originals) instead of the originals.
+  const smoothed = o.awq ? await smoothForQuantize(dir, DECODER_GRAPHS, o.awq, o.progress) : null;
+  let report: TransformReport;
+  try {
+    report = await transformGraphs({
+      graphs: DECODER_GRAPHS.map((g) => ({ src: smoothed?.sources[g] ?? join(dir, `${g}.onnx`), dst: join(dir, `${g}.${variant}.onnx`) })),
+      dataFile,
+      fuse: o.fuse,
+      skipFusion: o.fuse && o.skipFusion,
+      quantize: { bits: o.bits, blockSize: o.blockSize, accuracyLevel: o.accuracyLevel, symmetric: o.symmetric, exclude: o.exclude },
+      threads: o.threads,
+      progress: o.progress,
+    });
+  } finally {
+    await smoothed?.cleanup();
+  }
+
+  const recipe = recipeName(o);
+  const previous = (raw.quantization && typeof raw.quantization === 'object' ? raw.quantization : {}) as Record<string, string>;
+  const merged: Record<string, string> = { ...previous };
+  // int4 keys are the bare graph names (CONTRACT.md); other widths name their variant.
+  for (const g of DECODER_GRAPHS) merged[o.bits === 4 ? g : `${g}.${variant}`] = recipe;
+  raw.quantization = Object.fromEntries(Object.keys(merged).sort().map((k) => [k, merged[k]]));
+  const text = `${JSON.stringify(raw, null, 2)}\n`;
+  if (!OutputConfigSchema.safeParse(JSON.parse(text)).success) throw new Error('config.json no longer validates after adding quantization');
+  if (text !== configText) await writeFileAtomic(configPath, text);
+
+  return {
+    modelDir: dir,
+    variant,
+    recipe,
+    files: [...DECODER_GRAPHS.map((g) => `${g}.${variant}.onnx`), `decoder_weights.${variant}.data`, 'config.json'],
+    report,
+    ...(smoothed ? { awq: smoothed.report } : {}),
+  };
+}
