@@ -2,29 +2,19 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Command, CommanderError } from 'commander';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { CommanderError } from 'commander';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserError } from '../common/errors.js';
 import { tinyModelDir } from '../fixtures/test-support.js';
 import { register, type TranscribeReport } from './transcribe.js';
+import { runCommand } from './test-support.js';
 
 const AUDIO = fileURLToPath(new URL('../../shared/audio/', import.meta.url));
 const JFK = join(AUDIO, 'jfk.wav');
 const SHORT = join(AUDIO, 'notld/5s_dont_worry_about_him.wav');
 
 /** Runs `qwen3-onnx transcribe ...args` in-process; returns stdout. */
-async function run(args: string[]): Promise<string> {
-  const program = new Command().exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
-  register(program);
-  const chunks: string[] = [];
-  const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => { chunks.push(String(chunk)); return true; });
-  try {
-    await program.parseAsync(['node', 'qwen3-onnx', 'transcribe', ...args]);
-  } finally {
-    spy.mockRestore();
-  }
-  return chunks.join('');
-}
+const run = (args: string[]): Promise<string> => runCommand(register, 'transcribe', args);
 
 let modelDir: string;
 let scratch: string;

@@ -2,29 +2,18 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Command } from 'commander';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { transcribeFile } from '../runtime/decode.js';
 import { AsrModel } from '../runtime/session.js';
 import { normalizeForWer, type WerReport } from '../runtime/wer.js';
 import { tinyModelDir } from '../fixtures/test-support.js';
 import { register } from './wer.js';
+import { runCommand } from './test-support.js';
 
 const AUDIO = fileURLToPath(new URL('../../shared/audio/', import.meta.url));
 const CLIPS = ['jfk', 'notld/5s_dont_worry_about_him'];
 
-async function run(args: string[]): Promise<string> {
-  const program = new Command().exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
-  register(program);
-  const chunks: string[] = [];
-  const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => { chunks.push(String(chunk)); return true; });
-  try {
-    await program.parseAsync(['node', 'qwen3-onnx', 'wer', ...args]);
-  } finally {
-    spy.mockRestore();
-  }
-  return chunks.join('');
-}
+const run = (args: string[]): Promise<string> => runCommand(register, 'wer', args);
 
 let modelDir: string;
 let scratch: string;

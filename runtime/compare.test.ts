@@ -3,10 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import onnxProto from 'onnx-proto';
-import { Command } from 'commander';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserError } from '../common/errors.js';
 import { register } from '../cli/compare.js';
+import { runCommandResult } from '../cli/test-support.js';
 import { tinyModelDir } from '../fixtures/test-support.js';
 import { compareVariants, cosineSimilarity, greedyAgreement, type CompareReport } from './compare.js';
 
@@ -79,20 +79,8 @@ describe('compareVariants', () => {
 });
 
 describe('qwen3-onnx compare', () => {
-  async function run(args: string[]): Promise<{ stdout: string; error?: unknown }> {
-    const program = new Command().exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
-    register(program);
-    const chunks: string[] = [];
-    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => { chunks.push(String(c)); return true; });
-    try {
-      await program.parseAsync(['node', 'qwen3-onnx', 'compare', ...args]);
-      return { stdout: chunks.join('') };
-    } catch (error) {
-      return { stdout: chunks.join(''), error };
-    } finally {
-      spy.mockRestore();
-    }
-  }
+  const run = (args: string[]): Promise<{ stdout: string; error?: unknown }> => runCommandResult(register, 'compare', args);
+
 
   it('prints the report and exits non-zero (UserError) below the thresholds', async () => {
     const ok = await run(['--model-dir', dir, '--variants', 'fp32,same', '--max-new-tokens', '3', '--threads', '1', FILES[1]]);
