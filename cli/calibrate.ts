@@ -20,6 +20,7 @@ export function register(program: Command): void {
     .option('--max-new-tokens <n>', 'greedy decoding steps per file after the prefill', intOption('--max-new-tokens'), DEFAULT_CALIBRATION_TOKENS)
     .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)', intOption('--threads'))
     .option('--json', 'print the result as JSON')
+    .option('--quiet', 'print nothing but errors')
     .action(async (flags: CalibrateFlags) => {
       const result = await calibrateModelDir({
         modelDir: flags.modelDir,

@@ -34,6 +34,7 @@ export function register(program: Command): void {
     .option('--awq-alpha <a>', `AWQ smoothing strength from 0 to 1 (with --awq; default ${AWQ_DEFAULT_ALPHA})`)
     .option('--threads <n>', 'worker threads (default: all cores)', intOption('--threads'))
     .option('--json', 'print the result as JSON')
+    .option('--quiet', 'print nothing but errors')
     .action(async (flags: QuantizeFlags) => {
       if (flags.awqAlpha !== undefined && flags.awq === undefined) throw new UserError('--awq-alpha needs --awq <stats.json>');
       const alpha = flags.awqAlpha === undefined ? AWQ_DEFAULT_ALPHA : Number(flags.awqAlpha);

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { once } from 'node:events';
-import { createDeflateRaw, crc32 } from 'node:zlib';
+import { availableParallelism } from 'node:os';
+import { constants as zc, crc32, deflateRaw, deflateRawSync } from 'node:zlib';
 import { AtomicFileWriter } from '../common/atomic.js';
 import { fsError } from '../common/errors.js';
 import type { Progress } from '../common/progress.js';
@@ -22,6 +22,18 @@ export interface ArchivedFile { name: string; size: number; sha256: string }
  * the build's OS code).
  */
 const GZIP_HEADER = Uint8Array.from([0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff]);
+/**
+ * The tar stream is compressed in fixed slices of this size, each an independent raw-deflate
+ * run ending in a sync flush, concatenated into one valid deflate stream (as pigz does), so the
+ * slices compress in parallel on libuv's thread pool. Fixed boundaries keep the bytes
+ * deterministic; the ratio cost of restarting the window every 4 MiB is negligible for weights.
+ */
+const SLICE = 4 << 20;
+/**
+ * Slices compressing at once: one per core (libuv's pool has 4 threads; more in flight than
+ * cores only adds contention: 133 vs 113 MB/s with 2 vs 4 on the 2-core box).
+ */
+const IN_FLIGHT = Math.max(2, availableParallelism());
 const FILE_MODE = 0o644;
 const DIR_MODE = 0o755;
 /** Every entry gets this mtime (2000-01-01T00:00:00Z), so archives are reproducible. */
@@ -47,7 +59,7 @@ export async function writeTarGz(opts: {
   }
   const totalBytes = entries.reduce((n, e) => n + e.size, 0);
   const writer = await AtomicFileWriter.create(opts.outPath);
-  const deflate = createDeflateRaw({ level: opts.level, memLevel: 9 });
+  const compressor = new SliceCompressor(writer, opts.level);
   let crc = 0;
   let rawLength = 0;
   const files: ArchivedFile[] = [];
@@ -55,7 +67,7 @@ export async function writeTarGz(opts: {
   const push = async (chunk: Uint8Array): Promise<void> => {
     crc = crc32(chunk, crc);
     rawLength += chunk.byteLength;
-    if (!deflate.write(chunk)) await once(deflate, 'drain');
+    await compressor.push(chunk);
   };
 
   const produce = async (): Promise<void> => {
@@ -89,19 +101,12 @@ export async function writeTarGz(opts: {
       files.push({ name: entry.name, size: entry.size, sha256: hash.digest('hex') });
     }
     await push(new Uint8Array(2 * BLOCK)); // end-of-archive marker
-    deflate.end();
-  };
-
-  const consume = async (): Promise<void> => {
-    await writer.write(GZIP_HEADER);
-    for await (const chunk of deflate) await writer.write(chunk as Buffer);
   };
 
   try {
-    await Promise.all([
-      produce().catch((err) => { deflate.destroy(); throw err; }),
-      consume(),
-    ]);
+    await writer.write(GZIP_HEADER);
+    await produce();
+    await compressor.finish();
     const trailer = new Uint8Array(8);
     const view = new DataView(trailer.buffer);
     view.setUint32(0, crc >>> 0, true);
@@ -109,10 +114,58 @@ export async function writeTarGz(opts: {
     await writer.write(trailer);
     await writer.commit();
   } catch (err) {
+    compressor.abandon();
     await writer.abort();
     throw err;
   } finally {
     opts.progress.finish();
   }
   return files;
+}
+
+/**
+ * Buffers the tar stream into SLICE-sized pieces, deflates up to IN_FLIGHT of them at once on
+ * the thread pool, and writes the results strictly in order.
+ */
+class SliceCompressor {
+  private buffer = new Uint8Array(SLICE);
+  private filled = 0;
+  private queue: Promise<Buffer>[] = [];
+
+  constructor(private readonly writer: AtomicFileWriter, private readonly level: number) {}
+
+  async push(chunk: Uint8Array): Promise<void> {
+    let at = 0;
+    while (at < chunk.byteLength) {
+      const n = Math.min(SLICE - this.filled, chunk.byteLength - at);
+      this.buffer.set(chunk.subarray(at, at + n), this.filled);
+      this.filled += n;
+      at += n;
+      if (this.filled === SLICE) await this.submit();
+    }
+  }
+
+  private async submit(): Promise<void> {
+    const slice = this.buffer.subarray(0, this.filled);
+    this.buffer = new Uint8Array(SLICE);
+    this.filled = 0;
+    this.queue.push(new Promise((resolve, reject) => {
+      deflateRaw(slice, { level: this.level, memLevel: 9, finishFlush: zc.Z_SYNC_FLUSH }, (err, out) => (err ? reject(err) : resolve(out)));
+    }));
+    while (this.queue.length >= IN_FLIGHT) await this.writer.write(await this.queue.shift()!);
+  }
+
+  /** Drops queued work after a failure (its results are no longer wanted). */
+  abandon(): void {
+    for (const p of this.queue) p.catch(() => {});
+    this.queue = [];
+  }
+
+  /** Flushes the last partial slice, drains the queue and ends the deflate stream. */
+  async finish(): Promise<void> {
+    if (this.filled > 0) await this.submit();
+    while (this.queue.length) await this.writer.write(await this.queue.shift()!);
+    // An empty final block (BFINAL=1) closes the stream the sync-flushed slices left open.
+    await this.writer.write(deflateRawSync(new Uint8Array(0), { level: this.level }));
+  }
 }
