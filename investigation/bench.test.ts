@@ -1,0 +1,103 @@
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { benchEntry, formatTables } from './bench-report.js';
+import { repoRoot, runBench, type BenchResult } from './bench-run.js';
+import { appendEntry, highestEntryNumber } from './investigation-log.js';
+import { defaultRssMethod, runMeasured } from './measured-child.js';
+
+// Keeps `npm run bench` from rotting: the whole harness on the tiny preset, one repetition.
+// Needs the built CLI (npm test builds first). No timing assertions: only shapes and bookkeeping.
+describe('bench harness on the tiny preset', () => {
+  let work: string;
+  let result: BenchResult;
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'bench-test-'));
+    result = await runBench({
+      preset: 'tiny', workRoot: work, warmup: 0, reps: 1, loadReps: 1, audioSeconds: 1, pastLengths: [8],
+      sweepThreads: [1], sweepPast: 8, bandwidthBytes: 4 * 2 ** 20, bandwidthReps: 1, bandwidthThreads: 2,
+      endToEnd: true, rssMethod: await defaultRssMethod(), keep: false, log: () => undefined,
+    });
+  }, 300_000);
+  afterAll(async () => { await rm(work, { recursive: true, force: true }); });
+
+  it('measures every CLI stage as a child process and cleans up its work dir', async () => {
+    expect(result.stages.map((s) => s.stage)).toEqual(['export', 'quantize', 'package fp32', 'package int4', 'build (end to end)']);
+    for (const s of result.stages) {
+      expect(s.wallSeconds).toBeGreaterThan(0);
+      expect(s.peakRssMiB).toBeGreaterThan(20); // a node process is never smaller
+    }
+    expect(result.pipelineSeconds).toBeCloseTo(result.stages[0].wallSeconds + result.stages[1].wallSeconds + result.stages[3].wallSeconds, 1);
+    expect(await readdir(work)).toEqual([]);
+  });
+
+  it('reports package sizes per variant (no Python reference for tiny)', () => {
+    expect(result.sizes.map((s) => s.variant)).toEqual(['fp32', 'int4']);
+    for (const s of result.sizes) {
+      expect(s.archiveBytes).toBeGreaterThan(0);
+      expect(s.unpackedBytes).toBeGreaterThan(0);
+      expect(s.reference).toBeNull();
+    }
+  });
+
+  it('times the produced models and the bandwidth bound with the tiny shapes', () => {
+    expect(result.runtime.map((r) => r.variant)).toEqual(['fp32', 'int4']);
+    for (const r of result.runtime) {
+      expect(r.audioTokens).toBe(13); // 100 mel frames
+      expect(r.steps.map((s) => s.past)).toEqual([8]);
+      // 2 (K, V) x 3 layers x 2 kv heads x 8 past x 32 head_dim x 4 bytes
+      expect(r.steps[0].kvBytes).toBe(2 * 3 * 2 * 8 * 32 * 4);
+      expect(r.steps[0].weightBytes).toBeGreaterThan(0);
+      expect(r.steps[0].logitsOnly.samplesMs).toHaveLength(1);
+    }
+    // int4 weights are smaller than fp32 ones
+    expect(result.runtime[1].steps[0].weightBytes).toBeLessThan(result.runtime[0].steps[0].weightBytes);
+    expect(result.bounds).toHaveLength(2);
+    for (const b of result.bounds) expect(Number.isFinite(b.ratio) && b.ratio > 0).toBe(true);
+    expect(result.threadSweep?.bestThreads).toBe(1);
+    expect(result.bandwidth.bestGBps).toBeGreaterThan(0);
+  });
+
+  it('prints tables and an INVESTIGATION.md entry naming the figures', () => {
+    const text = formatTables(result);
+    expect(text).toContain('decoder_step ms @8');
+    expect(text).toContain('| package int4 |');
+    const entry = benchEntry(result, 'npm run bench -- --preset tiny', 'investigation/results/x.json');
+    expect(entry.title).toContain('tiny');
+    expect(entry.verdict).toContain('bandwidth bound');
+    expect(entry.machine).toContain(result.machine.cpuModel);
+  });
+});
+
+describe('investigation log', () => {
+  it('appends with the number after the highest existing one', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'bench-log-'));
+    try {
+      const path = join(dir, 'INVESTIGATION.md');
+      await writeFile(path, '# Log\n\n## 1. a\n\ntext\n\n## 7. b\n\nmore ## 9. not a heading\n');
+      expect(highestEntryNumber(await readFile(path, 'utf8'))).toBe(7);
+      const e = { title: 't', hypothesis: 'h', command: 'c', machine: 'm', result: 'r', verdict: 'v' };
+      expect(await appendEntry(path, e)).toBe(8);
+      expect(await appendEntry(path, e)).toBe(9);
+      const text = await readFile(path, 'utf8');
+      expect(text).toContain('more ## 9. not a heading\n\n## 8. t\n\n**Hypothesis.** h');
+      expect(text.match(/^## 9\. t$/m)).not.toBeNull();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('peak RSS without /usr/bin/time', () => {
+  it('reads process.resourceUsage().maxRSS reported by the child', async () => {
+    const root = repoRoot();
+    const m = await runMeasured(join(root, 'dist', 'cli', 'main.js'), ['--version'], {
+      method: 'resource-usage', reporter: join(root, 'dist', 'investigation', 'rss-reporter.js'),
+    });
+    expect(m.rssMethod).toBe('resource-usage');
+    expect(m.peakRssMiB).toBeGreaterThan(20);
+    expect(m.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+  });
+});
