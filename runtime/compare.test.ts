@@ -72,6 +72,14 @@ describe('compareVariants', () => {
     expect(report.passed).toBe(false);
   });
 
+  it('gives the same report when the baseline runs are split into groups (one model resident at a time)', async () => {
+    const whole = await compareVariants({ modelDir: dir, variants: ['fp32', 'other'], files: FILES, maxNewTokens: 4, threads: 1 });
+    // A 1-byte budget cuts a group after every file: base and candidate are reloaded per file.
+    const split = await compareVariants({ modelDir: dir, variants: ['fp32', 'other'], files: FILES, maxNewTokens: 4, threads: 1, baselineBudgetBytes: 1 });
+    expect(split).toEqual(whole);
+    expect(split.comparisons[0].files.map((f) => f.file)).toEqual(FILES);
+  });
+
   it('rejects fewer than two or duplicate variants', async () => {
     await expect(compareVariants({ modelDir: dir, variants: ['fp32'], files: FILES })).rejects.toThrow(/at least two/);
     await expect(compareVariants({ modelDir: dir, variants: ['fp32', 'fp32'], files: FILES })).rejects.toThrow(/duplicate/);

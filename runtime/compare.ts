@@ -2,8 +2,8 @@ import { silentProgress, type Progress } from '../common/progress.js';
 import { UserError } from '../common/errors.js';
 import { loadAudio } from './audio.js';
 import { DEFAULT_MAX_NEW_TOKENS, greedyDecode, runEncoder } from './decode.js';
-import { logMelSpectrogram } from './mel.js';
-import { buildPrompt } from './prompt.js';
+import { logMelSpectrogram, type LogMel } from './mel.js';
+import { buildPrompt, type Prompt } from './prompt.js';
 import { AsrModel, type Variant } from './session.js';
 
 /**
@@ -26,6 +26,8 @@ export interface CompareOptions {
   /** Pass thresholds on the pooled teacher-forced metrics (defaults 0.9 and 0.99). */
   minTop1?: number;
   minCosine?: number;
+  /** Bytes of baseline logits held before the candidates run on them (default 1 GiB). */
+  baselineBudgetBytes?: number;
   progress?: Progress;
 }
 
@@ -107,39 +109,38 @@ export async function compareVariants(opts: CompareOptions): Promise<CompareRepo
   const maxNewTokens = opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
   const progress = opts.progress ?? silentProgress;
 
-  const models: AsrModel[] = [];
+  const perCandidate: FileComparison[][] = opts.variants.slice(1).map(() => []);
+  // One model is resident at a time (a 1.7B fp32 + int4 pair would need ~20 GB together):
+  // the baseline decodes a group of files and keeps its logits, then each candidate is loaded
+  // in turn and teacher-forced on them. Groups are cut at BASELINE_BUDGET bytes of logits.
+  let next = 0;
   try {
-    for (const v of opts.variants) models.push(await AsrModel.load(opts.modelDir, { variant: v, threads: opts.threads }));
-    const [base, ...others] = models;
-    const perCandidate: FileComparison[][] = others.map(() => []);
-    for (const [fi, file] of opts.files.entries()) {
-      progress.update('compare files', fi, opts.files.length);
-      const audio = await loadAudio(file);
-      const mel = logMelSpectrogram(audio.samples);
-      const baseFeatures = await runEncoder(base, mel);
-      const prompt = buildPrompt(base.tokenizer, { audioTokens: baseFeatures.dims[1], context: opts.context, language: opts.language });
-      const baseLogits: Float32Array[] = [];
-      const baseline = await greedyDecode(base, prompt, baseFeatures, {
-        maxNewTokens, onLogits: (_, row) => baseLogits.push(row.slice()),
-      });
-      // Compare over every baseline prediction: its tokens plus the EOS (or last) position.
-      for (const [ci, model] of others.entries()) {
-        const features = await runEncoder(model, mel);
-        const metrics: StepMetrics[] = [];
-        await greedyDecode(model, prompt, features, {
-          maxNewTokens: baseLogits.length,
-          forcedTokens: [...baseline.tokens, 0].slice(0, baseLogits.length),
-          onLogits: (step, row) => {
-            const ref = baseLogits[step];
-            metrics.push({ top1Agree: argmax(ref) === argmax(row), cosine: cosineSimilarity(ref, row) });
-          },
-        });
-        const own = await greedyDecode(model, prompt, features, { maxNewTokens });
-        perCandidate[ci].push(summariseFile(file, baseline.tokens, own.tokens, metrics));
+    while (next < opts.files.length) {
+      const group: BaselineRun[] = [];
+      let bytes = 0;
+      const base = await AsrModel.load(opts.modelDir, { variant: opts.variants[0], threads: opts.threads });
+      try {
+        while (next < opts.files.length && (group.length === 0 || bytes < (opts.baselineBudgetBytes ?? BASELINE_BUDGET))) {
+          progress.update('compare files', next, opts.files.length);
+          const run = await runBaseline(base, opts.files[next], opts, maxNewTokens);
+          bytes += run.logits.reduce((n, row) => n + row.byteLength, 0);
+          group.push(run);
+          next += 1;
+        }
+      } finally {
+        await base.release();
+      }
+      for (const [ci, variant] of opts.variants.slice(1).entries()) {
+        const model = await AsrModel.load(opts.modelDir, { variant, threads: opts.threads });
+        try {
+          for (const run of group) perCandidate[ci].push(await runCandidate(model, run, maxNewTokens));
+        } finally {
+          await model.release();
+        }
       }
     }
     progress.update('compare files', opts.files.length, opts.files.length);
-    const comparisons = others.map((m, ci) => summariseVariant(opts.variants[0], m.variant, perCandidate[ci], minTop1, minCosine));
+    const comparisons = opts.variants.slice(1).map((v, ci) => summariseVariant(opts.variants[0], v, perCandidate[ci], minTop1, minCosine));
     return {
       modelDir: opts.modelDir,
       variants: opts.variants,
@@ -149,8 +150,45 @@ export async function compareVariants(opts: CompareOptions): Promise<CompareRepo
     };
   } finally {
     progress.finish();
-    for (const m of models) await m.release();
   }
+}
+
+/** Stored logits of baseline runs held before the candidates are run on them. */
+const BASELINE_BUDGET = 1 << 30;
+
+interface BaselineRun {
+  file: string;
+  mel: LogMel;
+  prompt: Prompt;
+  tokens: number[];
+  /** The baseline's logits row at every generated position (its tokens plus the EOS/last one). */
+  logits: Float32Array[];
+}
+
+async function runBaseline(base: AsrModel, file: string, opts: CompareOptions, maxNewTokens: number): Promise<BaselineRun> {
+  const audio = await loadAudio(file);
+  const mel = logMelSpectrogram(audio.samples);
+  const features = await runEncoder(base, mel);
+  const prompt = buildPrompt(base.tokenizer, { audioTokens: features.dims[1], context: opts.context, language: opts.language });
+  const logits: Float32Array[] = [];
+  const baseline = await greedyDecode(base, prompt, features, { maxNewTokens, onLogits: (_, row) => logits.push(row.slice()) });
+  return { file, mel, prompt, tokens: baseline.tokens, logits };
+}
+
+/** Teacher-forces the candidate on the baseline's tokens, then decodes it greedily on its own. */
+async function runCandidate(model: AsrModel, run: BaselineRun, maxNewTokens: number): Promise<FileComparison> {
+  const features = await runEncoder(model, run.mel);
+  const metrics: StepMetrics[] = [];
+  await greedyDecode(model, run.prompt, features, {
+    maxNewTokens: run.logits.length,
+    forcedTokens: [...run.tokens, 0].slice(0, run.logits.length),
+    onLogits: (step, row) => {
+      const ref = run.logits[step];
+      metrics.push({ top1Agree: argmax(ref) === argmax(row), cosine: cosineSimilarity(ref, row) });
+    },
+  });
+  const own = await greedyDecode(model, run.prompt, features, { maxNewTokens });
+  return summariseFile(run.file, run.tokens, own.tokens, metrics);
 }
 
 function summariseFile(file: string, baseTokens: number[], ownTokens: number[], metrics: StepMetrics[]): FileComparison {
