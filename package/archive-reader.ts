@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { createGunzip } from 'node:zlib';
 import { UserError, fsError } from '../common/errors.js';
@@ -11,9 +12,13 @@ export interface EntrySink {
 
 /**
  * Streams a .tar.gz and hands every entry to `onEntry` (which returns a sink for a file's
- * bytes, or null to skip them). Memory stays at one chunk; errors name the archive.
+ * bytes, or null to skip them). Memory stays at one chunk; errors name the archive. Also returns
+ * the sha256 of the archive file itself, hashed on the same single read.
  */
-export async function readTarGz(path: string, onEntry: (h: TarHeader) => EntrySink | null | Promise<EntrySink | null>): Promise<TarHeader[]> {
+export async function readTarGz(
+  path: string, onEntry: (h: TarHeader) => EntrySink | null | Promise<EntrySink | null>,
+): Promise<{ headers: TarHeader[]; sha256: string }> {
+  const archiveHash = createHash('sha256');
   const headers: TarHeader[] = [];
   let pending: Uint8Array = new Uint8Array(0);
   type State = { kind: 'header' } | { kind: 'body'; left: number; pad: number; sink: EntrySink | null };
@@ -63,7 +68,9 @@ export async function readTarGz(path: string, onEntry: (h: TarHeader) => EntrySi
   };
 
   try {
-    const gunzip = createReadStream(path).pipe(createGunzip());
+    const raw = createReadStream(path, { highWaterMark: 1 << 22 });
+    raw.on('data', (c) => archiveHash.update(c as Buffer));
+    const gunzip = raw.pipe(createGunzip());
     for await (const chunk of gunzip) {
       const c = chunk as Buffer;
       pending = pending.length ? concat(pending, c) : new Uint8Array(c.buffer, c.byteOffset, c.byteLength);
@@ -78,7 +85,7 @@ export async function readTarGz(path: string, onEntry: (h: TarHeader) => EntrySi
   const last = state as State;
   if (last.kind === 'body' && (last.left > 0 || last.pad > 0)) throw new UserError(`${path}: corrupt archive (truncated inside ${headers[headers.length - 1]?.name})`);
   if (!ended) throw new UserError(`${path}: corrupt archive (no end-of-archive marker)`);
-  return headers;
+  return { headers, sha256: archiveHash.digest('hex') };
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {

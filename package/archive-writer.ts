@@ -16,6 +16,9 @@ export interface ArchiveEntry {
 
 export interface ArchivedFile { name: string; size: number; sha256: string }
 
+/** What writeTarGz wrote: the archive's own size and sha256 (hashed as written) and every file in it. */
+export interface WrittenArchive { size: number; sha256: string; files: ArchivedFile[] }
+
 /**
  * gzip member header with every variable field fixed: no name, mtime 0, XFL 0 and OS 255
  * ("unknown"), so the bytes do not depend on the machine or the clock (Node's own gzip writes
@@ -50,7 +53,7 @@ export async function writeTarGz(opts: {
   entries: ArchiveEntry[];
   level: number;
   progress: Progress;
-}): Promise<ArchivedFile[]> {
+}): Promise<WrittenArchive> {
   const entries = [...opts.entries].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const seen = new Set<string>();
   for (const e of entries) {
@@ -58,7 +61,9 @@ export async function writeTarGz(opts: {
     seen.add(e.name);
   }
   const totalBytes = entries.reduce((n, e) => n + e.size, 0);
-  const writer = await AtomicFileWriter.create(opts.outPath);
+  const file = await AtomicFileWriter.create(opts.outPath);
+  const archiveHash = createHash('sha256');
+  const writer = { write: (b: Uint8Array): Promise<void> => { archiveHash.update(b); return file.write(b); } };
   const compressor = new SliceCompressor(writer, opts.level);
   let crc = 0;
   let rawLength = 0;
@@ -112,15 +117,15 @@ export async function writeTarGz(opts: {
     view.setUint32(0, crc >>> 0, true);
     view.setUint32(4, rawLength % 2 ** 32, true);
     await writer.write(trailer);
-    await writer.commit();
+    await file.commit();
   } catch (err) {
     compressor.abandon();
-    await writer.abort();
+    await file.abort();
     throw err;
   } finally {
     opts.progress.finish();
   }
-  return files;
+  return { size: file.position, sha256: archiveHash.digest('hex'), files };
 }
 
 /**
@@ -132,7 +137,7 @@ class SliceCompressor {
   private filled = 0;
   private queue: Promise<Buffer>[] = [];
 
-  constructor(private readonly writer: AtomicFileWriter, private readonly level: number) {}
+  constructor(private readonly writer: { write(b: Uint8Array): Promise<void> }, private readonly level: number) {}
 
   async push(chunk: Uint8Array): Promise<void> {
     let at = 0;

@@ -51,16 +51,19 @@ describe('tar.gz writer', () => {
       const files = await sampleFiles(dir);
       const out = join(dir, 'x.tar.gz');
       const recorded = await writeTarGz({ outPath: out, topDir: 'pkg', entries: files.map((f) => ({ name: f.name, source: { path: f.path }, size: f.size })), level: 6, progress: silentProgress });
-      expect(recorded.map((r) => r.name)).toEqual(['a.onnx', 'b.data', 'c.bin', 'empty.txt']);
-      for (const r of recorded) expect(r.sha256).toBe(sha256(files.find((f) => f.name === r.name)!.bytes));
+      expect(recorded.size).toBe((await readFile(out)).length);
+      expect(recorded.sha256).toBe(sha256(await readFile(out)));
+      expect(recorded.files.map((r) => r.name)).toEqual(['a.onnx', 'b.data', 'c.bin', 'empty.txt']);
+      for (const r of recorded.files) expect(r.sha256).toBe(sha256(files.find((f) => f.name === r.name)!.bytes));
 
       const got = new Map<string, Uint8Array[]>();
-      const headers = await readTarGz(out, (h) => {
+      const { headers, sha256: readSha } = await readTarGz(out, (h) => {
         if (h.type === 'directory') return null;
         const parts: Uint8Array[] = [];
         got.set(h.name, parts);
         return { data: (c) => { parts.push(Uint8Array.from(c)); }, end: () => {} };
       });
+      expect(readSha).toBe(recorded.sha256);
       expect(headers.map((h) => h.name)).toEqual(['pkg', 'pkg/a.onnx', 'pkg/b.data', 'pkg/c.bin', 'pkg/empty.txt']);
       for (const f of files) expect(sha256(Buffer.concat(got.get(`pkg/${f.name}`)!))).toBe(sha256(f.bytes));
 

@@ -2,7 +2,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import { join, basename } from 'node:path';
 import { writeFileAtomic } from '../common/atomic.js';
 import { UserError, fsError } from '../common/errors.js';
-import { sha256, sha256File } from '../common/hash.js';
+import { sha256 } from '../common/hash.js';
 import type { Progress } from '../common/progress.js';
 import { OutputConfigSchema, parseJsonWith, type OutputConfig } from '../checkpoint/config.js';
 import { writeTarGz, type ArchiveEntry } from './archive-writer.js';
@@ -82,11 +82,11 @@ export async function packageModel(opts: PackageOptions): Promise<PackageResult>
   }
 
   const archive = join(opts.outputDir, `${name}.tar.gz`);
-  const archived = await writeTarGz({ outPath: archive, topDir: name, entries, level, progress: opts.progress });
-  const fileRecords = archived.map((f) => ({ path: f.name, size: f.size, sha256: f.sha256 }));
+  const written = await writeTarGz({ outPath: archive, topDir: name, entries, level, progress: opts.progress });
+  const fileRecords = written.files.map((f) => ({ path: f.name, size: f.size, sha256: f.sha256 }));
   const manifest: PackageManifest = PackageManifestSchema.parse({
     format: 'qwen3-onnx-package/1',
-    archive: { path: basename(archive), size: await statSize(archive), sha256: await sha256File(archive) },
+    archive: { path: basename(archive), size: written.size, sha256: written.sha256 },
     variant: opts.variant,
     size_label: label,
     tool: { name: 'qwen3-onnx', version: TOOL_VERSION },

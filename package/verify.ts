@@ -5,7 +5,6 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { once } from 'node:events';
 import { UserError } from '../common/errors.js';
-import { sha256File } from '../common/hash.js';
 import type { Progress } from '../common/progress.js';
 import { OutputConfigSchema, parseJsonWith } from '../checkpoint/config.js';
 import { readTarGz } from './archive-reader.js';
@@ -61,14 +60,12 @@ export async function verifyArchive(archive: string, opts: VerifyOptions): Promi
   const variant = m[2];
   const manifest = opts.manifest === undefined ? await loadManifestBeside(archive) : opts.manifest;
 
-  const archiveSha = await sha256File(archive);
-
   const scratch = opts.openInOrt ? await mkdtemp(join(tmpdir(), 'qwen3-onnx-verify-')) : null;
   try {
     const files: VerifyResult['files'] = [];
     const seen = new Set<string>();
     let sawTop = false;
-    await readTarGz(archive, (h) => {
+    const { sha256: archiveSha } = await readTarGz(archive, (h) => {
       if (h.type === 'directory') {
         if (h.name !== top) throw new UserError(`${archive}: unexpected directory ${h.name} (everything must sit in ${top}/)`);
         sawTop = true;
