@@ -1,11 +1,12 @@
 import type { Command } from 'commander';
+import { parseCompressionLevel, type CompressionLevel } from '../package/archive-writer.js';
 import { InvalidArgumentError } from 'commander';
 import { buildRelease, parseVariants } from '../package/build.js';
 import { emitResult, intOption, progressFor, type CommonOptions } from './output.js';
 
 interface BuildCliOptions extends CommonOptions {
   model: string; revision?: string; output: string; variants: string; awq?: string; awqAlpha?: number;
-  compareAudio: string[]; minTop1: number; minCosine: number; compareMaxTokens: number; level: number;
+  compareAudio: string[]; minTop1: number; minCosine: number; compareMaxTokens: number; level: CompressionLevel;
   sizeLabel?: string; threads?: number;
 }
 
@@ -31,7 +32,7 @@ export function register(program: Command): void {
     .option('--min-top1 <x>', 'refuse to package below this teacher-forced top-1 agreement', floatOption('--min-top1'), 0.9)
     .option('--min-cosine <x>', 'refuse to package below this mean logit cosine similarity', floatOption('--min-cosine'), 0.99)
     .option('--compare-max-tokens <n>', 'greedy tokens per file in the check', intOption('--compare-max-tokens'), 32)
-    .option('--level <n>', 'gzip level 0-9', intOption('--level'), 1)
+    .option('--level <level>', 'compression: huffman (fast, default) or a zlib level 0-9', parseCompressionLevel, 'huffman' as CompressionLevel)
     .option('--size-label <label>', 'size in archive names (default from the config)')
     .option('--threads <n>', 'onnxruntime intra-op threads', intOption('--threads'))
     .option('--json', 'print the build record as JSON')

@@ -70,7 +70,8 @@ export async function readTarGz(
   try {
     const raw = createReadStream(path, { highWaterMark: 1 << 22 });
     raw.on('data', (c) => archiveHash.update(c as Buffer));
-    const gunzip = raw.pipe(createGunzip());
+    // 1 MiB output chunks: the default 16 KiB makes the per-chunk JS work the bottleneck.
+    const gunzip = raw.pipe(createGunzip({ chunkSize: 1 << 20 }));
     for await (const chunk of gunzip) {
       const c = chunk as Buffer;
       pending = pending.length ? concat(pending, c) : new Uint8Array(c.buffer, c.byteOffset, c.byteLength);

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { silentProgress } from '../common/progress.js';
 import { Prng } from '../common/prng.js';
-import { writeTarGz } from './archive-writer.js';
+import { parseCompressionLevel, writeTarGz } from './archive-writer.js';
 import { readTarGz } from './archive-reader.js';
 import { decodeHeader, encodeHeader } from './tar-format.js';
 import { sha256 } from '../common/hash.js';
@@ -76,6 +76,25 @@ describe('tar.gz writer', () => {
       expect(sha256(await readFile(join(ex, 'pkg', 'b.data')))).toBe(sha256(files[0].bytes));
       // The gzip trailer (CRC32 + length) is valid: Node's own gunzip accepts it.
       expect(gunzipSync(await readFile(out)).length % 512).toBe(0);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('writes valid, reproducible gzip with Huffman-only coding (the default) and rejects bad levels', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tar-test-'));
+    try {
+      const files = await sampleFiles(dir);
+      const entries = files.map((f) => ({ name: f.name, source: { path: f.path }, size: f.size }));
+      const a = await writeTarGz({ outPath: join(dir, 'h1.tar.gz'), topDir: 'h', entries, level: 'huffman', progress: silentProgress });
+      const b = await writeTarGz({ outPath: join(dir, 'h2.tar.gz'), topDir: 'h', entries, level: 'huffman', progress: silentProgress });
+      expect(a.sha256).toBe(b.sha256);
+      const tar = gunzipSync(await readFile(join(dir, 'h1.tar.gz')));
+      for (const f of files) if (f.size) expect(tar.includes(Buffer.from(f.bytes.subarray(0, 64)))).toBe(true);
+      expect(parseCompressionLevel('huffman')).toBe('huffman');
+      expect(parseCompressionLevel('9')).toBe(9);
+      expect(() => parseCompressionLevel('10')).toThrow(/--level must be huffman or an integer 0-9, got "10"/);
+      expect(() => parseCompressionLevel('fast')).toThrow(/--level/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -27,7 +27,7 @@ function options(output: string, checkpoint: string): BuildOptions {
     model: checkpoint, output, variants: ['fp32', 'int4'], compareAudio: [join(__dirname, '..', '..', 'shared', 'audio', 'jfk.wav')],
     // A random-weights model has flat logits, so int4 flips near-ties far more often than on
     // a trained model; the thresholds still refuse a broken quantisation (cosine well below 0.9).
-    minTop1: 0.5, minCosine: 0.95, compareMaxTokens: 6, level: 1, sizeLabel: 'tiny', progress: silentProgress,
+    minTop1: 0.5, minCosine: 0.95, compareMaxTokens: 6, level: 'huffman', sizeLabel: 'tiny', progress: silentProgress,
   };
 }
 

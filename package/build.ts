@@ -15,6 +15,7 @@ import { quantizeModelDir, QUANTIZE_DEFAULTS } from '../quantize/model-dir.js';
 import { compareVariants, type CompareReport } from '../runtime/compare.js';
 import { encodeWav } from '../runtime/wav-writer.js';
 import { packageModel, type PackageResult } from './package-model.js';
+import type { CompressionLevel } from './archive-writer.js';
 import { modelCard } from './model-card.js';
 import type { PackageManifest } from './manifest.js';
 
@@ -31,7 +32,7 @@ export interface BuildOptions {
   minTop1: number;
   minCosine: number;
   compareMaxTokens: number;
-  level: number;
+  level: CompressionLevel;
   sizeLabel?: string;
   threads?: number;
   progress?: Progress;

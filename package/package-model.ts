@@ -5,7 +5,7 @@ import { UserError, fsError } from '../common/errors.js';
 import { sha256 } from '../common/hash.js';
 import type { Progress } from '../common/progress.js';
 import { OutputConfigSchema, parseJsonWith, type OutputConfig } from '../checkpoint/config.js';
-import { writeTarGz, type ArchiveEntry } from './archive-writer.js';
+import { parseCompressionLevel, writeTarGz, type ArchiveEntry, type CompressionLevel } from './archive-writer.js';
 import { GRAPHS, graphFileFor, variantFiles } from './variant-files.js';
 import { assertOrtOpens } from './ort-open.js';
 import { manifestJson, PackageManifestSchema, type PackageManifest, type SourceRecord } from './manifest.js';
@@ -17,8 +17,8 @@ export interface PackageOptions {
   modelDir: string;
   variant: string;
   outputDir: string;
-  /** gzip level 0-9; weights barely compress, so the default is the fastest. */
-  level?: number;
+  /** Compression: `huffman` (default, fastest that still compresses) or zlib level 0-9. */
+  level?: CompressionLevel;
   sizeLabel?: string;
   progress: Progress;
 }
@@ -57,8 +57,7 @@ async function readSource(modelDir: string): Promise<SourceRecord | null> {
  * onnxruntime opens each graph), then re-reads the written archive and verifies every checksum.
  */
 export async function packageModel(opts: PackageOptions): Promise<PackageResult> {
-  const level = opts.level ?? 1;
-  if (!Number.isInteger(level) || level < 0 || level > 9) throw new UserError(`--level must be an integer 0-9, got ${opts.level}`);
+  const level = parseCompressionLevel(opts.level ?? 'huffman');
   if (!/^[a-z0-9]+$/.test(opts.variant)) throw new UserError(`--variant must be like fp32 or int4, got "${opts.variant}"`);
   const configPath = join(opts.modelDir, 'config.json');
   let configText: string;

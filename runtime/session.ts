@@ -26,6 +26,13 @@ export interface LoadOptions {
   variant?: Variant;
   /** onnxruntime intra-op threads (default: onnxruntime's choice, all cores). */
   threads?: number;
+  /**
+   * Let onnxruntime pre-pack constant weights for its kernels (default true). Packing is what
+   * makes MatMulNBits fast (int4 decode ~30x slower without it), but for float MatMuls it keeps
+   * a packed copy beside every weight: off, a 0.6B fp32 model loads in 0.6 s instead of 7 s with
+   * 2.7 instead of 6.2 GB resident, at ~25 % slower decode (INVESTIGATION.md entry 15).
+   */
+  prepack?: boolean;
 }
 
 async function isFile(path: string): Promise<boolean> {
@@ -110,17 +117,18 @@ async function loadTokenizerShared(dir: string): Promise<Tokenizer> {
   return tok;
 }
 
-function sessionOptions(threads: number | undefined): ort.InferenceSession.SessionOptions {
+function sessionOptions(threads: number | undefined, prepack: boolean): ort.InferenceSession.SessionOptions {
   return {
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
     ...(threads ? { intraOpNumThreads: threads, interOpNumThreads: 1 } : {}),
+    ...(prepack ? {} : { extra: { session: { disable_prepacking: '1' } } }),
   };
 }
 
-async function createSession(path: string, threads: number | undefined): Promise<ort.InferenceSession> {
+async function createSession(path: string, threads: number | undefined, prepack: boolean): Promise<ort.InferenceSession> {
   try {
-    return await ort.InferenceSession.create(path, sessionOptions(threads));
+    return await ort.InferenceSession.create(path, sessionOptions(threads, prepack));
   } catch (err) {
     throw new UserError(`${path}: onnxruntime cannot load it (${String((err as Error)?.message ?? err).split('\n')[0]})`);
   }
@@ -154,9 +162,10 @@ export class AsrModel {
     if (config.embed_tokens_shape[1] !== config.decoder.hidden_size) {
       throw new UserError(`${join(dir, 'config.json')}: embed_tokens_shape [${config.embed_tokens_shape.join(', ')}] does not match decoder.hidden_size ${config.decoder.hidden_size}`);
     }
-    const encoder = await createSession(files.encoder, opts.threads);
-    const decoderInit = await createSession(files.decoderInit, opts.threads);
-    const decoderStep = await createSession(files.decoderStep, opts.threads);
+    const prepack = opts.prepack ?? true;
+    const encoder = await createSession(files.encoder, opts.threads, prepack);
+    const decoderInit = await createSession(files.decoderInit, opts.threads, prepack);
+    const decoderStep = await createSession(files.decoderStep, opts.threads, prepack);
     return new AsrModel(dir, variant, files, config, tokenizer, embeddings, encoder, decoderInit, decoderStep, performance.now() - started);
   }
 
