@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256File } from '../common/hash.js';
 import { EMBED_TOKENS, LM_HEAD } from '../graph-builder/decoder.js';
 import { QUANTIZE_DEFAULTS, quantizeModelDir } from '../quantize/model-dir.js';
-import { loadModel } from '../quantize/onnx-model.js';
+import { loadModel } from '../common/onnx-model.js';
 import { EmbeddingTable } from '../runtime/session.js';
 import { readStatsForModel } from './stats-file.js';
 import { calibrateModelDir } from './calibrate.js';

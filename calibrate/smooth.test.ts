@@ -6,7 +6,7 @@ import { Prng } from '../common/prng.js';
 import { sha256File } from '../common/hash.js';
 import { EMBED_TOKENS, LM_HEAD } from '../graph-builder/decoder.js';
 import { fuseRmsNorm } from '../quantize/fuse-rmsnorm.js';
-import { loadModel, tensorBytes } from '../quantize/onnx-model.js';
+import { loadModel, tensorBytes } from '../common/onnx-model.js';
 import { writeSmoothedGraphs } from './smooth.js';
 import { findSmoothingGroups } from './smoothing-groups.js';
 import { copyModelDir, tinyExportedModelDir } from './test-support.js';

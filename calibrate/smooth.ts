@@ -9,7 +9,7 @@ import { GraphIndex } from '../quantize/graph-index.js';
 import {
   DataType, dimsOf, encodeModel, loadModel, tensorBytes,
   type LoadedModel, type TensorBytes, type TensorProto,
-} from '../quantize/onnx-model.js';
+} from '../common/onnx-model.js';
 import { setExternal } from '../quantize/weights-file.js';
 import { smoothingScales } from './scales.js';
 import { findSmoothingGroups, type SmoothingGroup } from './smoothing-groups.js';

@@ -1,7 +1,7 @@
 import { GraphIndex } from '../quantize/graph-index.js';
 import {
   DataType, attrFloat, attrInt, attrInts, dimsOf, type LoadedModel, type NodeProto,
-} from '../quantize/onnx-model.js';
+} from '../common/onnx-model.js';
 
 /**
  * Finds, by graph structure alone, every RMSNorm whose output feeds only linear layers with

@@ -1,7 +1,7 @@
 import { dirname } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { UserError } from '../common/errors.js';
-import { DataType, OnnxProto, encodeModel, type LoadedModel } from '../quantize/onnx-model.js';
+import { DataType, OnnxProto, encodeModel, type LoadedModel } from '../common/onnx-model.js';
 import { findSmoothingGroups, type SmoothingGroup } from './smoothing-groups.js';
 
 /**

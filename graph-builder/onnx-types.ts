@@ -6,10 +6,10 @@
  *   import { onnx, type DType, type Dim, dataTypeOf, bytesPerElement } from './onnx-types.js';
  *   const t = onnx.TensorProto.create({ name: 'w', dims: [2, 3], dataType: dataTypeOf('float32') });
  */
-import onnxProto from 'onnx-proto';
 import type { onnx as O } from 'onnx-proto';
+import { OnnxProto } from '../common/onnx-model.js';
 
-export const onnx = onnxProto.onnx;
+export const onnx = OnnxProto;
 
 export type ITensorProto = O.ITensorProto;
 export type INodeProto = O.INodeProto;

@@ -1,6 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import { Prng } from '../common/prng.js';
-import { readExternalRefs } from '../package/onnx-check.js';
+import { isExternal, loadModel, tensorBytes } from '../common/onnx-model.js';
 import { greedyDecode, runEncoder } from '../runtime/decode.js';
 import type { LogMel } from '../runtime/mel.js';
 import { buildPrompt } from '../runtime/prompt.js';
@@ -66,8 +66,12 @@ export function syntheticMel(nMels: number, frames: number): LogMel {
 export async function graphWeightBytes(onnxPath: string): Promise<number> {
   const seen = new Set<string>();
   let total = 0;
-  for (const r of await readExternalRefs(onnxPath)) {
-    const key = `${r.location}:${r.offset}:${r.length}`;
+  const loaded = await loadModel(onnxPath);
+  for (const t of loaded.model.graph?.initializer ?? []) {
+    if (!isExternal(t)) continue;
+    const r = tensorBytes(t, loaded.path);
+    if (r.kind !== 'external') continue;
+    const key = `${r.file}:${r.offset}:${r.length}`;
     if (seen.has(key)) continue;
     seen.add(key);
     total += r.length;

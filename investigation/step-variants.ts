@@ -28,7 +28,7 @@ import { writeFile } from 'node:fs/promises';
 import {
   AttrType, DataType, OnnxProto, encodeModel, ensureOpset, floatAttr, intAttr, loadModel,
   type AttributeProto, type GraphProto, type NodeProto,
-} from '../quantize/onnx-model.js';
+} from '../common/onnx-model.js';
 
 export type StepRewrite = 'kv-direct' | 'gqa' | 'rotary';
 

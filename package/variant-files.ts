@@ -41,7 +41,7 @@ export async function variantFiles(modelDir: string, variant: string): Promise<s
   for (const graph of GRAPHS) {
     const file = await graphFileFor(modelDir, graph, variant);
     files.add(file);
-    for (const data of await checkExternalData(join(modelDir, file), join(modelDir, file))) files.add(data);
+    for (const data of await checkExternalData(join(modelDir, file))) files.add(data);
   }
   for (const f of SUPPORT_FILES) {
     if (listing.includes(f)) files.add(f);

@@ -2,7 +2,7 @@ import { GraphIndex } from './graph-index.js';
 import {
   DataType, attr, attrInt, attrInts, ensureOpset, floatAttr, intAttr, opsetVersion,
   type LoadedModel, type NodeProto,
-} from './onnx-model.js';
+} from '../common/onnx-model.js';
 
 /**
  * Finds decomposed RMSNorm subgraphs by structure and replaces each with one

@@ -1,7 +1,7 @@
 import {
   AttrType, DataType, attr, constantValues, dimsOf, toNumber,
   type GraphProto, type NodeProto, type TensorProto,
-} from './onnx-model.js';
+} from '../common/onnx-model.js';
 
 /**
  * A read-only index over one graph for pattern matching: who produces a value, who consumes it,

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DataType, attrInt, dimsOf, loadModel, readTensorBytesSync, type LoadedModel, type NodeProto } from './onnx-model.js';
+import { DataType, attrInt, dimsOf, loadModel, readTensorBytesSync, type LoadedModel, type NodeProto } from '../common/onnx-model.js';
 import { rtnDequantize, type RtnOutput, type RtnParams } from './rtn.js';
 import { transformGraphs } from './transform.js';
 import type { NBitsOptions } from './matmul-nbits.js';

@@ -4,7 +4,7 @@ import { GraphIndex } from './graph-index.js';
 import {
   DataType, attrFloat, attrInt, attrInts, dimsOf, ensureOpset, intAttr, tensorBytes,
   type LoadedModel, type NodeProto, type TensorBytes, type TensorProto,
-} from './onnx-model.js';
+} from '../common/onnx-model.js';
 import { rtnShape, type RtnParams, type WeightLayout } from './rtn.js';
 
 /**

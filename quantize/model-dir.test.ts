@@ -8,7 +8,7 @@ import { DECODER_GRAPHS, quantizeModelDir, QUANTIZE_DEFAULTS } from './model-dir
 import {
   DataType, OnnxProto, attrInt, dimsOf, encodeModel, loadModel, readTensorBytesSync, tensorBytes,
   type LoadedModel, type NodeProto,
-} from './onnx-model.js';
+} from '../common/onnx-model.js';
 import { rtnDequantize, type RtnParams } from './rtn.js';
 import { randomFloats, removeTempDirs, tempDir } from './test-graphs.js';
 import { transformGraphs } from './transform.js';

@@ -9,7 +9,7 @@ import {
 } from './matmul-nbits.js';
 import {
   checkExternalRanges, dimsOf, encodeModel, isExternal, loadModel, tensorBytes, type LoadedModel,
-} from './onnx-model.js';
+} from '../common/onnx-model.js';
 import { quantizeWeight } from './quantize-weight.js';
 import type { RtnOutput } from './rtn.js';
 import { DedupDataFile, setExternal, type DataFileStats } from './weights-file.js';

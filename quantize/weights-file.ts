@@ -2,7 +2,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import type { AtomicFileWriter } from '../common/atomic.js';
 import { UserError, fsError } from '../common/errors.js';
-import type { TensorProto } from './onnx-model.js';
+import type { TensorProto } from '../common/onnx-model.js';
 
 /**
  * The shared external-data file of a set of graphs. Every tensor is keyed by

@@ -3,7 +3,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import onnxProto from 'onnx-proto';
 import type { onnx } from 'onnx-proto';
-import { UserError, fsError } from '../common/errors.js';
+import { UserError, fsError } from './errors.js';
 
 /**
  * Reading ONNX models whose weights live in external data files, without loading those files:
