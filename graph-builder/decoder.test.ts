@@ -6,19 +6,9 @@ import { openCheckpoint } from '../checkpoint/open-checkpoint.js';
 import { Prng } from '../common/prng.js';
 import { tinyCheckpointDir, tinyModelDir } from '../fixtures/test-support.js';
 import { loadReferenceWeights, ReferenceDecoder, type WeightLookup } from '../fixtures/reference/index.js';
+import { expectClose } from './test-support.js';
 
 /** max |got - want| must stay within `rel` of the reference's scale (max |want|). */
-function expectClose(what: string, got: ArrayLike<number>, want: ArrayLike<number>, rel = 1e-4): void {
-  expect(got.length, `${what}: length`).toBe(want.length);
-  let scale = 0;
-  let diff = 0;
-  for (let i = 0; i < want.length; i++) {
-    scale = Math.max(scale, Math.abs(want[i]));
-    diff = Math.max(diff, Math.abs(got[i] - want[i]));
-  }
-  expect(scale, `${what}: reference is all zero`).toBeGreaterThan(0);
-  expect(diff / scale, `${what}: max diff ${diff} vs scale ${scale}`).toBeLessThanOrEqual(rel);
-}
 
 const i64 = (xs: readonly number[], dims: number[]): ort.Tensor => new ort.Tensor('int64', BigInt64Array.from(xs.map(BigInt)), dims);
 const f32 = (xs: ArrayLike<number>, dims: number[]): ort.Tensor => new ort.Tensor('float32', Float32Array.from(xs), dims);

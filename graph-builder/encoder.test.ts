@@ -16,19 +16,9 @@ import { attentionWindowTokens, encoderTokenCount } from './encoder-lengths.js';
 import { sinusoidTable } from './encoder-positions.js';
 import { decodeModel } from './model.js';
 import { onnx, type IValueInfoProto } from './onnx-types.js';
+import { expectClose } from './test-support.js';
 
 /** max |got - want| must stay within `rel` of the reference's scale (max |want|). */
-function expectClose(what: string, got: ArrayLike<number>, want: ArrayLike<number>, rel = 1e-4): void {
-  expect(got.length, `${what}: length`).toBe(want.length);
-  let scale = 0;
-  let diff = 0;
-  for (let i = 0; i < want.length; i++) {
-    scale = Math.max(scale, Math.abs(want[i]));
-    diff = Math.max(diff, Math.abs(got[i] - want[i]));
-  }
-  expect(scale, `${what}: reference is all zero`).toBeGreaterThan(0);
-  expect(diff / scale, `${what}: max diff ${diff} vs scale ${scale}`).toBeLessThanOrEqual(rel);
-}
 
 /** A mel [bins, T] (row-major [bin][frame]) uniform in [-1, 1.5], about the real log-mel range. */
 function randomMel(rng: Prng, bins: number, frames: number): Float32Array {

@@ -17,28 +17,11 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { timeVerbose } from './time-verbose.js';
 
 const run = promisify(execFile);
 const CLI = resolve(dirname(fileURLToPath(import.meta.url)), '../cli/main.js');
 
-interface Measured { wallSeconds: number; userSeconds: number; systemSeconds: number; peakRssMiB: number }
-
-/** Runs a command under /usr/bin/time -v and parses its report. */
-async function timed(args: string[]): Promise<Measured> {
-  const { stderr } = await run('/usr/bin/time', ['-v', ...args], { maxBuffer: 64 * 1024 * 1024 });
-  const field = (label: string): string => {
-    const m = new RegExp(`${label}: (.+)`).exec(stderr);
-    if (!m) throw new Error(`no "${label}" in /usr/bin/time output:\n${stderr}`);
-    return m[1].trim();
-  };
-  const wall = field('Elapsed \\(wall clock\\) time \\(h:mm:ss or m:ss\\)').split(':').map(Number);
-  return {
-    wallSeconds: wall.reduce((acc, v) => acc * 60 + v, 0),
-    userSeconds: Number(field('User time \\(seconds\\)')),
-    systemSeconds: Number(field('System time \\(seconds\\)')),
-    peakRssMiB: Math.round(Number(field('Maximum resident set size \\(kbytes\\)')) / 1024),
-  };
-}
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2).filter((a) => a !== '--');
@@ -54,7 +37,7 @@ async function main(): Promise<void> {
       await run(process.execPath, [CLI, 'fixtures', '--preset', preset, '--output', checkpoint, '--quiet']);
     }
     const output = join(work, 'model');
-    const m = await timed([process.execPath, CLI, 'export', '--model', checkpoint, '--output', output, '--quiet']);
+    const m = await timeVerbose([process.execPath, CLI, 'export', '--model', checkpoint, '--output', output, '--quiet']);
     let bytes = 0;
     for (const f of await readdir(output)) bytes += (await stat(join(output, f))).size;
     process.stdout.write(`${JSON.stringify({

@@ -17,35 +17,17 @@
  *    falls on every variant alike; each variant reports its median and quartiles.
  * Prints one JSON object. DIR/bench-variants and the int4 files are removed unless --keep.
  */
-import { execFile } from 'node:child_process';
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
+import { timeVerbose, type TimedRun } from './time-verbose.js';
 import * as ort from 'onnxruntime-node';
 import { transformGraphs } from '../quantize/transform.js';
 
-const run = promisify(execFile);
 const CLI = resolve(dirname(fileURLToPath(import.meta.url)), '../cli/main.js');
 const PAST = 200;
 
-interface Measured { wallSeconds: number; peakRssMiB: number; stdout: string }
-
-async function timed(args: string[]): Promise<Measured> {
-  const { stdout, stderr } = await run('/usr/bin/time', ['-v', ...args], { maxBuffer: 64 * 1024 * 1024 });
-  const field = (label: string): string => {
-    const m = new RegExp(`${label}: (.+)`).exec(stderr);
-    if (!m) throw new Error(`no "${label}" in /usr/bin/time output:\n${stderr}`);
-    return m[1].trim();
-  };
-  const wall = field('Elapsed \\(wall clock\\) time \\(h:mm:ss or m:ss\\)').split(':').map(Number);
-  return {
-    wallSeconds: wall.reduce((acc, v) => acc * 60 + v, 0),
-    peakRssMiB: Math.round(Number(field('Maximum resident set size \\(kbytes\\)')) / 1024),
-    stdout,
-  };
-}
 
 /** Files a consumer loads for the int4 variant (falls back to the float encoder). */
 async function int4VariantBytes(dir: string): Promise<number> {
@@ -133,10 +115,10 @@ async function main(): Promise<void> {
   const rounds = Number(opt('--rounds', '30'));
   const keep = args.includes('--keep');
 
-  const runs: Omit<Measured, 'stdout'>[] = [];
+  const runs: Pick<TimedRun, 'wallSeconds' | 'peakRssMiB'>[] = [];
   let report: unknown;
   for (let i = 0; i < 2; i++) {
-    const m = await timed([process.execPath, CLI, 'quantize', '--model-dir', dir, '--json']);
+    const m = await timeVerbose([process.execPath, CLI, 'quantize', '--model-dir', dir, '--json']);
     runs.push({ wallSeconds: m.wallSeconds, peakRssMiB: m.peakRssMiB });
     report = JSON.parse(m.stdout);
     process.stderr.write(`quantize run ${i + 1}: ${m.wallSeconds.toFixed(1)} s, ${m.peakRssMiB} MiB\n`);
