@@ -14,7 +14,7 @@ import { Command } from 'commander';
 import * as ort from 'onnxruntime-node';
 import { OutputConfigSchema, readJsonWith } from '../checkpoint/config.js';
 import { stepFeeds } from './step-feeds.js';
-import { median } from './stats.js';
+import { printWallAndCpu } from './stats.js';
 
 const f = new Command('prealloc-probe')
   .requiredOption('--model-dir <dir>').option('--graph <file>', 'graph file', 'decoder_step.int4.onnx')
@@ -45,19 +45,6 @@ const a = fresh.present_keys.data as Float32Array;
 for (let i = 0; i < a.length && same; i++) same = a[i] === keysBuf[i];
 console.log(`pre-allocated outputs honoured: ${aliased}; values equal to a normal run: ${same}`);
 for (const [label, useFetches] of [['fresh outputs', false], ['pre-allocated outputs', true], ['fresh outputs', false]] as const) {
-  const wall: number[] = [];
-  let user = 0;
-  let sys = 0;
-  for (let i = 0; i < reps + 2; i++) {
-    const c0 = process.cpuUsage();
-    const t0 = performance.now();
-    await (useFetches ? session.run(feeds, fetches) : session.run(feeds));
-    if (i < 2) continue;
-    wall.push(performance.now() - t0);
-    const c = process.cpuUsage(c0);
-    user += c.user;
-    sys += c.system;
-  }
-  console.log(`${label}: ${median(wall).toFixed(1)} ms wall (median of ${reps}), user ${(user / reps / 1000).toFixed(1)} ms, system ${(sys / reps / 1000).toFixed(1)} ms per run`);
+  await printWallAndCpu(label, 2, reps, () => (useFetches ? session.run(feeds, fetches) : session.run(feeds)));
 }
 await session.release();

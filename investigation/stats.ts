@@ -35,3 +35,24 @@ export function round(v: number, digits: number): number {
   const f = 10 ** digits;
   return Math.round(v * f) / f;
 }
+
+/**
+ * Runs `fn` `warmup` + `reps` times and prints one line: the median wall time of the timed runs
+ * and their mean user and system CPU time per run (CPU time is the steadier figure on a shared box).
+ */
+export async function printWallAndCpu(label: string, warmup: number, reps: number, fn: () => Promise<unknown>): Promise<void> {
+  const wall: number[] = [];
+  let user = 0;
+  let sys = 0;
+  for (let i = 0; i < warmup + reps; i++) {
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    await fn();
+    if (i < warmup) continue;
+    wall.push(performance.now() - t0);
+    const c = process.cpuUsage(c0);
+    user += c.user;
+    sys += c.system;
+  }
+  console.log(`${label}: ${median(wall).toFixed(1)} ms wall (median of ${reps}), user ${(user / reps / 1000).toFixed(1)} ms, system ${(sys / reps / 1000).toFixed(1)} ms per run`);
+}

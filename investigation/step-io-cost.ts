@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import * as ort from 'onnxruntime-node';
 import { stepFeeds } from './step-feeds.js';
-import { median } from './stats.js';
+import { printWallAndCpu } from './stats.js';
 
 const f = new Command('step-io-cost')
   .requiredOption('--model-dir <dir>').option('--graph <file>', 'graph file', 'decoder_step.int4.onnx')
@@ -22,18 +22,6 @@ const session = await ort.InferenceSession.create(join(f.modelDir, f.graph), {
 for (let i = 0; i < 3; i++) await session.run(feeds);
 const reps = Number(f.reps);
 for (const [label, fetches] of [['all outputs', undefined], ['logits only', ['logits']], ['all outputs', undefined]] as const) {
-  const wall: number[] = [];
-  let user = 0;
-  let sys = 0;
-  for (let i = 0; i < reps; i++) {
-    const c0 = process.cpuUsage();
-    const t0 = performance.now();
-    await (fetches ? session.run(feeds, [...fetches]) : session.run(feeds));
-    wall.push(performance.now() - t0);
-    const c = process.cpuUsage(c0);
-    user += c.user;
-    sys += c.system;
-  }
-  console.log(`${label}: ${median(wall).toFixed(1)} ms wall (median of ${reps}), user ${(user / reps / 1000).toFixed(1)} ms, system ${(sys / reps / 1000).toFixed(1)} ms per run`);
+  await printWallAndCpu(label, 0, reps, () => (fetches ? session.run(feeds, [...fetches]) : session.run(feeds)));
 }
 await session.release();

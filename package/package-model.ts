@@ -10,7 +10,8 @@ import { GRAPHS, graphFileFor, variantFiles } from './variant-files.js';
 import { assertOrtOpens } from './ort-open.js';
 import { manifestJson, PackageManifestSchema, type PackageManifest, type SourceRecord } from './manifest.js';
 import { verifyArchive } from './verify.js';
-import { statSize, TOOL_VERSION } from './util.js';
+import { TOOL_VERSION } from '../common/version.js';
+import { statSize } from './util.js';
 import { EXPORT_RECORD_FILE, ExportRecordSchema } from '../graph-builder/export-record.js';
 
 export interface PackageOptions {
