@@ -1,9 +1,12 @@
 import { InvalidArgumentError, type Command } from 'commander';
+import { UserError } from '../common/errors.js';
+import { DECODER_ATTENTIONS, type DecoderAttention } from '../graph-builder/decoder.js';
 import { exportModel, type EmbedDtype } from '../graph-builder/export.js';
 import { emitResult, progressFor, type CommonOptions } from './output.js';
 
 interface ExportCliOptions extends CommonOptions {
-  model: string; revision?: string; output: string; allLogits?: boolean; embedDtype: EmbedDtype; overwrite?: boolean;
+  model: string; revision?: string; output: string; allLogits?: boolean; embedDtype: EmbedDtype; attention: DecoderAttention;
+  overwrite?: boolean;
 }
 
 const EMBED_DTYPES: readonly EmbedDtype[] = ['float16', 'float32'];
@@ -15,6 +18,17 @@ function embedDtypeOption(value: string): EmbedDtype {
   return value as EmbedDtype;
 }
 
+/** Parses `--attention` (also used by `build`); a bad value is a one-line UserError naming the flag. */
+export function attentionOption(value: string): DecoderAttention {
+  if (!(DECODER_ATTENTIONS as readonly string[]).includes(value)) {
+    throw new UserError(`--attention must be one of ${DECODER_ATTENTIONS.join(', ')}, got "${value}"`);
+  }
+  return value as DecoderAttention;
+}
+
+export const ATTENTION_HELP = 'decoder attention: onnx (standard ops, any runtime) or fused '
+  + '(onnxruntime-only com.microsoft GroupQueryAttention + RotaryEmbedding, fewer nodes per step)';
+
 export function register(program: Command): void {
   program
     .command('export')
@@ -24,13 +38,14 @@ export function register(program: Command): void {
     .requiredOption('--output <dir>', 'model directory to write (created atomically)')
     .option('--all-logits', 'decoder_init returns logits for every position, not only the last')
     .option('--embed-dtype <type>', 'element type of embed_tokens.bin: float16 or float32', embedDtypeOption, 'float16')
+    .option('--attention <mode>', ATTENTION_HELP, attentionOption, 'onnx' as DecoderAttention)
     .option('--overwrite', 'replace OUTPUT if it already exists')
     .option('--json', 'print the result as JSON')
     .option('--quiet', 'print nothing but errors')
     .action(async (opts: ExportCliOptions) => {
       const result = await exportModel({
         model: opts.model, revision: opts.revision, output: opts.output, allLogits: opts.allLogits,
-        embedDtype: opts.embedDtype, overwrite: opts.overwrite, progress: progressFor(opts),
+        embedDtype: opts.embedDtype, attention: opts.attention, overwrite: opts.overwrite, progress: progressFor(opts),
       });
       emitResult(opts, result, () => [
         result.output,

@@ -11,20 +11,25 @@
  * weight), then step (it finds them all stored and only references them). The lm_head, when
  * tied, is the embedding initializer itself (Gemm transB=1), never a second copy.
  *
+ * Attention (`DecoderGraphOptions.attention`): 'onnx' (default) builds it from standard ONNX ops
+ * (attention.ts); 'fused' uses onnxruntime's com.microsoft RotaryEmbedding + GroupQueryAttention
+ * (fused-attention.ts) in both graphs. Same inputs, outputs, names, shapes and dtypes either way.
+ *
  * Usage:
  *   const store = await WeightStore.create(join(dir, 'decoder_weights.data'));
- *   const init = await buildDecoderInit(src, dims, store, { allLogits: false });
- *   const step = await buildDecoderStep(src, dims, store);
+ *   const init = await buildDecoderInit(src, dims, store, { allLogits: false });   // + attention: 'fused'
+ *   const step = await buildDecoderStep(src, dims, store);                         // { attention: 'fused' }
  *   await store.commit(); await writeModel(join(dir, 'decoder_init.onnx'), init); ...
  */
 import type { ModelDims } from '../checkpoint/config.js';
 import type { TensorSource } from '../checkpoint/tensor-source.js';
 import { attrFloat, GraphBuilder, INT64_END } from './graph-builder.js';
 import { decoderSelfAttention, type DecoderAttentionWeights } from './attention.js';
+import { fusedDecoderAttention, prefillGqaLengths, stepGqaLengths, type GqaLengths } from './fused-attention.js';
 import { reshape } from './layers.js';
 import { swiGluMlp, type SwiGluWeights } from './mlp.js';
 import { rmsNorm } from './rmsnorm.js';
-import { rotaryCosSin } from './rotary.js';
+import { rotaryCache, rotaryCosSin, type RotaryCache } from './rotary.js';
 import type { WeightStore } from './weight-store.js';
 import { matmulWeight, plainWeight, rowStreamedWeight } from './weights.js';
 
@@ -35,10 +40,24 @@ export const LM_HEAD = 'thinker.lm_head.weight';
 /** torch.finfo(float32).min: the causal mask value torch uses (softmax gives exactly 0). */
 const MASK_MIN = -3.4028234663852886e38;
 
-export interface DecoderInitOptions {
+/** How the decoder graphs compute self-attention (see the header comment). */
+export type DecoderAttention = 'onnx' | 'fused';
+export const DECODER_ATTENTIONS: readonly DecoderAttention[] = ['onnx', 'fused'];
+
+export interface DecoderGraphOptions {
+  /** Default 'onnx'. */
+  attention?: DecoderAttention;
+}
+
+export interface DecoderInitOptions extends DecoderGraphOptions {
   /** Logits for every position ([B,S,V]) instead of the last one only ([B,1,V]). */
   allLogits?: boolean;
 }
+
+/** What every layer's attention reads besides its input: standard-op RoPE tables or the fused ops' inputs. */
+type AttentionInputs =
+  | { kind: 'onnx'; cos: string; sin: string; mask?: string }
+  | { kind: 'fused'; rotary: RotaryCache; lengths: GqaLengths };
 
 interface LayerWeights { inputNorm: string; postNorm: string; attn: DecoderAttentionWeights; mlp: SwiGluWeights }
 
@@ -86,7 +105,7 @@ async function layerWeights(b: GraphBuilder, src: TensorSource, l: number): Prom
  */
 async function decoderLayers(
   b: GraphBuilder, src: TensorSource, dims: ModelDims, x0: string,
-  ctx: { cos: string; sin: string; mask?: string; pastKeys?: string; pastValues?: string },
+  ctx: { attention: AttentionInputs; pastKeys?: string; pastValues?: string },
 ): Promise<{ hidden: string; keys: string[]; values: string[] }> {
   const t = dims.text;
   let x = x0;
@@ -104,9 +123,11 @@ async function decoderLayers(
       pastValue = cache.op('Gather', [ctx.pastValues, idx], { attrs: { axis: 0 }, name: 'GatherPastValue' });
     }
     const normed = rmsNorm(lb.scope('input_layernorm'), x, w.inputNorm, t.rmsEps);
-    const attn = decoderSelfAttention(lb.scope('attn'), normed, w.attn,
-      { heads: t.heads, kvHeads: t.kvHeads, headDim: t.headDim, rmsEps: t.rmsEps },
-      { cos: ctx.cos, sin: ctx.sin, mask: ctx.mask, pastKey, pastValue });
+    const shape = { heads: t.heads, kvHeads: t.kvHeads, headDim: t.headDim, rmsEps: t.rmsEps };
+    const a = ctx.attention;
+    const attn = a.kind === 'onnx'
+      ? decoderSelfAttention(lb.scope('attn'), normed, w.attn, shape, { cos: a.cos, sin: a.sin, mask: a.mask, pastKey, pastValue })
+      : fusedDecoderAttention(lb.scope('attn'), normed, w.attn, shape, { rotary: a.rotary, lengths: a.lengths, pastKey, pastValue });
     const h = lb.scope('residual_attn').op('Add', [x, attn.out]);
     const post = rmsNorm(lb.scope('post_attention_layernorm'), h, w.postNorm, t.rmsEps);
     const mlp = swiGluMlp(lb.scope('mlp'), post, w.mlp);
@@ -201,9 +222,16 @@ export async function buildDecoderInit(
   const offset = b.input('audio_offset', 'int64', [1]);
 
   const embeds = await embedWithAudio(b, src, inputIds, audio, offset);
-  const { cos, sin } = rotaryCosSin(b.scope('/model/rotary_emb'), positionIds, t.headDim, t.ropeTheta);
-  const mask = causalMask(b, embeds);
-  const { hidden, keys, values } = await decoderLayers(b, src, dims, embeds, { cos, sin, mask });
+  let attention: AttentionInputs;
+  if (opts.attention === 'fused') {
+    // GroupQueryAttention is causal by itself: no mask.
+    const rotary = rotaryCache(b.scope('/model/rotary_emb'), positionIds, t.headDim, t.ropeTheta);
+    attention = { kind: 'fused', rotary, lengths: prefillGqaLengths(b.scope('/model/attn_lengths'), inputIds) };
+  } else {
+    const { cos, sin } = rotaryCosSin(b.scope('/model/rotary_emb'), positionIds, t.headDim, t.ropeTheta);
+    attention = { kind: 'onnx', cos, sin, mask: causalMask(b, embeds) };
+  }
+  const { hidden, keys, values } = await decoderLayers(b, src, dims, embeds, { attention });
   const last = opts.allLogits
     ? hidden
     : b.scope('/model/last_position').op('Slice', [hidden, b.constInt64([-1]), b.constInt64([INT64_END]), b.constInt64([1])]);
@@ -214,7 +242,9 @@ export async function buildDecoderInit(
   return b;
 }
 
-export async function buildDecoderStep(src: TensorSource, dims: ModelDims, store: WeightStore): Promise<GraphBuilder> {
+export async function buildDecoderStep(
+  src: TensorSource, dims: ModelDims, store: WeightStore, opts: DecoderGraphOptions = {},
+): Promise<GraphBuilder> {
   const t = dims.text;
   const b = new GraphBuilder('decoder_step', { weights: store });
   const embeds = b.input('input_embeds', 'float32', ['batch', 1, t.hidden]);
@@ -222,9 +252,16 @@ export async function buildDecoderStep(src: TensorSource, dims: ModelDims, store
   const pastKeys = b.input('past_keys', 'float32', cacheDims(dims, 'past_seq_len'));
   const pastValues = b.input('past_values', 'float32', cacheDims(dims, 'past_seq_len'));
 
-  const { cos, sin } = rotaryCosSin(b.scope('/model/rotary_emb'), positionIds, t.headDim, t.ropeTheta);
-  // One query attends to every cached position and itself: no mask.
-  const { hidden, keys, values } = await decoderLayers(b, src, dims, embeds, { cos, sin, pastKeys, pastValues });
+  let attention: AttentionInputs;
+  if (opts.attention === 'fused') {
+    const rotary = rotaryCache(b.scope('/model/rotary_emb'), positionIds, t.headDim, t.ropeTheta);
+    attention = { kind: 'fused', rotary, lengths: stepGqaLengths(b.scope('/model/attn_lengths'), pastKeys, embeds) };
+  } else {
+    const { cos, sin } = rotaryCosSin(b.scope('/model/rotary_emb'), positionIds, t.headDim, t.ropeTheta);
+    // One query attends to every cached position and itself: no mask.
+    attention = { kind: 'onnx', cos, sin };
+  }
+  const { hidden, keys, values } = await decoderLayers(b, src, dims, embeds, { attention, pastKeys, pastValues });
   const logits = await lmHead(b, src, dims, hidden);
   b.output('logits', 'float32', ['batch', 1, t.vocab], logits);
   b.output('present_keys', 'float32', cacheDims(dims, 'total_seq_len'), stackLayers(b.scope('/model/present_keys'), keys));

@@ -19,7 +19,12 @@ export const ExportRecordSchema = z.object({
     commit: z.string().nullable(),
     files: z.array(z.object({ path: z.string(), size: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) })),
   }),
-  options: z.object({ allLogits: z.boolean(), embedDtype: z.enum(['float16', 'float32']) }),
+  options: z.object({
+    allLogits: z.boolean(),
+    embedDtype: z.enum(['float16', 'float32']),
+    // Records written before `--attention` existed describe standard-op graphs.
+    attention: z.enum(['onnx', 'fused']).default('onnx'),
+  }),
 });
 export type ExportRecord = z.infer<typeof ExportRecordSchema>;
 

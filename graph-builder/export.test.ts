@@ -14,6 +14,7 @@ import type { Progress } from '../common/progress.js';
 import { tinyCheckpointDir, tinyModelDir } from '../fixtures/test-support.js';
 import { EMBED_TOKENS } from './decoder.js';
 import { exportModel } from './export.js';
+import { ExportRecordSchema } from './export-record.js';
 import { decodeModel } from './model.js';
 import type { ModelProto } from './onnx-types.js';
 import { WEIGHT_ALIGNMENT } from './weight-store.js';
@@ -137,6 +138,16 @@ describe('export of the tiny checkpoint', () => {
     for (const f of ['vocab.json', 'merges.txt', 'tokenizer_config.json', 'preprocessor_config.json', 'chat_template.json']) {
       if (existsSync(join(ckptDir, f))) expect(await sha256File(join(modelDir, f)), f).toBe(await sha256File(join(ckptDir, f)));
     }
+  });
+
+  it('records the decoder attention in export-record.json; records from before the option read as onnx', async () => {
+    const record = ExportRecordSchema.parse(JSON.parse(await readFile(join(modelDir, 'export-record.json'), 'utf8')));
+    expect(record.options).toEqual({ allLogits: false, embedDtype: 'float16', attention: 'onnx' });
+    const fused = ExportRecordSchema.parse(JSON.parse(await readFile(join(await tinyModelDir({ attention: 'fused' }), 'export-record.json'), 'utf8')));
+    expect(fused.options.attention).toBe('fused');
+    const old = { ...record, options: { allLogits: false, embedDtype: 'float16' } };
+    expect(ExportRecordSchema.parse(old).options.attention).toBe('onnx');
+    expect(() => ExportRecordSchema.parse({ ...record, options: { ...record.options, attention: 'flash' } })).toThrow();
   });
 
   it('is byte-identical when exported again', async () => {

@@ -25,7 +25,7 @@ import type { TensorSource } from '../checkpoint/tensor-source.js';
 import { EXPORT_RECORD_FILE, hashCheckpointFiles, type ExportRecord } from './export-record.js';
 import { TOOL_VERSION } from '../common/version.js';
 import { buildEncoder } from './encoder.js';
-import { buildDecoderInit, buildDecoderStep, decoderTensorCount, EMBED_TOKENS } from './decoder.js';
+import { buildDecoderInit, buildDecoderStep, decoderTensorCount, EMBED_TOKENS, type DecoderAttention } from './decoder.js';
 import { writeModel } from './model.js';
 import { WeightStore } from './weight-store.js';
 import { ROW_BLOCK } from './weights.js';
@@ -41,6 +41,11 @@ export interface ExportOptions {
   allLogits?: boolean;
   /** Element type of embed_tokens.bin (default float16). */
   embedDtype?: EmbedDtype;
+  /**
+   * Decoder self-attention: 'onnx' (default, standard ops) or 'fused' (onnxruntime's
+   * com.microsoft GroupQueryAttention + RotaryEmbedding; same contract I/O, onnxruntime only).
+   */
+  attention?: DecoderAttention;
   /** Replace an existing OUTPUT directory (swapped in atomically). */
   overwrite?: boolean;
   progress?: Progress;
@@ -55,6 +60,7 @@ export interface ExportResult {
   commit?: string;
   allLogits: boolean;
   embedDtype: EmbedDtype;
+  attention: DecoderAttention;
   /** Every file written, sorted by name. */
   files: ExportedFile[];
 }
@@ -76,6 +82,7 @@ export const SPECIAL_TOKENS = {
 export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   const progress = opts.progress ?? silentProgress;
   const embedDtype = opts.embedDtype ?? 'float16';
+  const attention = opts.attention ?? 'onnx';
   const output = resolve(opts.output);
   await checkOutput(output, opts.overwrite ?? false);
   const source = await resolveModelSource(opts.model, { revision: opts.revision, progress });
@@ -87,7 +94,7 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   try {
     await mkdir(tmp, { recursive: true });
     await buildEncoder({ tensors: ckpt.tensors, dims: ckpt.dims, outputDir: tmp, progress });
-    await writeDecoderFiles(ckpt.tensors, ckpt.dims, tmp, { allLogits: opts.allLogits ?? false, progress });
+    await writeDecoderFiles(ckpt.tensors, ckpt.dims, tmp, { allLogits: opts.allLogits ?? false, attention, progress });
     await writeEmbedTable(ckpt.tensors, ckpt.dims, join(tmp, EMBED_TOKENS_FILE), embedDtype, progress);
     await writeFileAtomic(join(tmp, 'config.json'), `${JSON.stringify(outputConfig(ckpt.config, ckpt.dims, embedDtype), null, 2)}\n`);
     await copyCheckpointFiles(source.dir, tmp);
@@ -95,7 +102,7 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
       format: 'qwen3-onnx-export/1',
       tool: { name: 'qwen3-onnx', version: TOOL_VERSION },
       source: { model: source.repo ?? basename(source.dir), revision: opts.revision ?? null, commit: source.commit ?? null, files: await inputHashes },
-      options: { allLogits: opts.allLogits ?? false, embedDtype },
+      options: { allLogits: opts.allLogits ?? false, embedDtype, attention },
     };
     await writeFileAtomic(join(tmp, EXPORT_RECORD_FILE), `${JSON.stringify(record, null, 2)}\n`);
     const files = await listFiles(tmp);
@@ -103,7 +110,7 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     progress.finish();
     return {
       output, checkpoint: source.dir, ...(source.commit ? { commit: source.commit } : {}),
-      allLogits: opts.allLogits ?? false, embedDtype, files,
+      allLogits: opts.allLogits ?? false, embedDtype, attention, files,
     };
   } catch (err) {
     progress.finish();
@@ -116,7 +123,8 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
 
 /** decoder_init.onnx + decoder_step.onnx sharing decoder_weights.data (each weight stored once). */
 export async function writeDecoderFiles(
-  src: TensorSource, dims: ModelDims, dir: string, opts: { allLogits?: boolean; progress?: Progress } = {},
+  src: TensorSource, dims: ModelDims, dir: string,
+  opts: { allLogits?: boolean; attention?: DecoderAttention; progress?: Progress } = {},
 ): Promise<void> {
   const progress = opts.progress ?? silentProgress;
   const total = decoderTensorCount(dims, src);
@@ -125,8 +133,8 @@ export async function writeDecoderFiles(
     onStored: () => { done += 1; progress.update('decoder weights', done, total); },
   });
   try {
-    const init = await buildDecoderInit(src, dims, store, { allLogits: opts.allLogits });
-    const step = await buildDecoderStep(src, dims, store);
+    const init = await buildDecoderInit(src, dims, store, { allLogits: opts.allLogits, attention: opts.attention });
+    const step = await buildDecoderStep(src, dims, store, { attention: opts.attention });
     await store.commit();
     await writeModel(join(dir, 'decoder_init.onnx'), init);
     await writeModel(join(dir, 'decoder_step.onnx'), step);

@@ -48,3 +48,32 @@ export function applyRotary(b: GraphBuilder, x: string, cos: string, sin: string
   const rotated = b.op('Concat', [b.op('Neg', [x2]), x1], { attrs: { axis: -1 } });
   return b.op('Add', [b.op('Mul', [x, cos]), b.op('Mul', [rotated, sin])]);
 }
+
+/** Inputs of com.microsoft.RotaryEmbedding shared by every layer of a fused graph. */
+export interface RotaryCache {
+  /** [B*S, D/2]: row b*S+s holds cos / sin of the angles of position_ids[b, s]. */
+  cos: string; sin: string;
+  /** [B, S] int64: the cache row of each token, b*S+s. */
+  rows: string;
+}
+
+/**
+ * cos/sin caches for com.microsoft.RotaryEmbedding with one row per token instead of a table
+ * indexed by position: the angles are the plain graph's own (same Cast and Mul in float32), any
+ * position value works (no max-position table), and the cache is only B*S rows. Each token then
+ * reads its own row, so RotaryEmbedding gets `rows` (0 .. B*S-1 in [B,S]) as its position_ids.
+ *
+ *   position_ids [B,S] ──Cast(f32)──Unsqueeze(-1)──Mul(inv_freq [D/2])──Reshape([-1,D/2])──┬──Cos──▶ cos [B*S,D/2]
+ *                                                                                         └──Sin──▶ sin [B*S,D/2]
+ *   position_ids ──Size──Range(0, B*S, 1)──Reshape(Shape(position_ids))──▶ rows [B,S]
+ */
+export function rotaryCache(b: GraphBuilder, positionIds: string, headDim: number, theta: number): RotaryCache {
+  const pos = b.op('Cast', [positionIds], { attrs: { to: 1 /* FLOAT */ } });
+  const posCol = b.op('Unsqueeze', [pos, b.constInt64([-1])]);
+  const freqs = b.op('Mul', [posCol, b.constFloat(ropeInvFreq(headDim, theta))]);
+  const perToken = b.op('Reshape', [freqs, b.constInt64([-1, headDim / 2])]);
+  const count = b.op('Size', [positionIds]);
+  const range = b.op('Range', [b.constInt64(0), count, b.constInt64(1)]);
+  const rows = b.op('Reshape', [range, b.op('Shape', [positionIds])], { name: 'Rows' });
+  return { cos: b.op('Cos', [perToken]), sin: b.op('Sin', [perToken]), rows };
+}

@@ -8,6 +8,7 @@ import { sha256File } from '../common/hash.js';
 import { Prng } from '../common/prng.js';
 import { silentProgress, type Progress } from '../common/progress.js';
 import { TOOL_VERSION } from '../common/version.js';
+import type { DecoderAttention } from '../graph-builder/decoder.js';
 import { exportModel } from '../graph-builder/export.js';
 import { EXPORT_RECORD_FILE, ExportRecordSchema } from '../graph-builder/export-record.js';
 import { parseJsonWith } from '../checkpoint/config.js';
@@ -24,6 +25,8 @@ export interface BuildOptions {
   revision?: string;
   output: string;
   variants: string[];
+  /** Decoder attention of the export (default 'onnx'; see ExportOptions.attention). */
+  attention?: DecoderAttention;
   /** AWQ statistics from `calibrate`, applied to every quantized variant. */
   awq?: string;
   awqAlpha?: number;
@@ -122,7 +125,9 @@ async function runBuild(
   await mkdir(output, { recursive: true });
 
   progress.info(`export ${opts.model} -> ${modelDir}`);
-  const exported = await exportModel({ model: opts.model, revision: opts.revision, output: modelDir, overwrite: true, progress });
+  const exported = await exportModel({
+    model: opts.model, revision: opts.revision, output: modelDir, attention: opts.attention, overwrite: true, progress,
+  });
 
   const quantized = opts.variants.filter((v) => v !== 'fp32');
   for (const v of quantized) {
@@ -177,7 +182,7 @@ async function runBuild(
     format: 'qwen3-onnx-build/1',
     tool: { name: 'qwen3-onnx', version: TOOL_VERSION, node: process.version, onnxruntime: ort.env.versions.common ?? 'unknown' },
     options: {
-      variants: opts.variants, awq: opts.awq ?? null, awqAlpha: opts.awq ? (opts.awqAlpha ?? 0.2) : null,
+      variants: opts.variants, attention: opts.attention ?? 'onnx', awq: opts.awq ?? null, awqAlpha: opts.awq ? (opts.awqAlpha ?? 0.2) : null,
       compareAudio: opts.compareAudio.length ? opts.compareAudio : 'builtin-synthetic-6s',
       minTop1: opts.minTop1, minCosine: opts.minCosine, level: opts.level, quantize: QUANTIZE_DEFAULTS,
     },
