@@ -13,6 +13,7 @@ interface QuantizeFlags extends CommonOptions {
   exclude?: string[];
   fuse: boolean;
   skipFusion?: boolean;
+  pack: boolean;
   threads?: number;
   awq?: string;
   awqAlpha?: string;
@@ -30,6 +31,7 @@ export function register(program: Command): void {
     .option('--exclude <pattern...>', 'leave MatMul/Gemm nodes in float whose node or weight name matches a glob (* and ?)')
     .option('--no-fuse', 'skip RMSNorm -> SimplifiedLayerNormalization fusion')
     .option('--skip-fusion', 'also fold residual Adds into SkipSimplifiedLayerNormalization (see investigation/INVESTIGATION.md)')
+    .option('--no-pack', 'keep q/k/v and gate/up as separate MatMulNBits (default: one packed node each, same values)')
     .option('--awq <stats.json>', 'AWQ-smooth norms and the linears they feed before rounding, with activation statistics from `qwen3-onnx calibrate` on this model')
     .option('--awq-alpha <a>', `AWQ smoothing strength from 0 to 1 (with --awq; default ${AWQ_DEFAULT_ALPHA})`)
     .option('--threads <n>', 'worker threads (default: all cores)', intOption('--threads'))
@@ -48,6 +50,7 @@ export function register(program: Command): void {
         exclude: flags.exclude ?? [],
         fuse: flags.fuse,
         skipFusion: Boolean(flags.skipFusion),
+        pack: flags.pack,
         ...(flags.awq !== undefined ? { awq: { stats: flags.awq, alpha } } : {}),
         threads: flags.threads,
         progress: progressFor(flags),
@@ -60,7 +63,8 @@ export function register(program: Command): void {
         for (const g of r.graphs) {
           const q = g.quantization;
           lines.push(`  ${g.dst}: ${g.fusion.rmsNorm} RMSNorm fused${g.fusion.skipRmsNorm ? ` (${g.fusion.skipRmsNorm} with residual Add)` : ''}, `
-            + `${q?.quantized.length ?? 0} MatMul -> MatMulNBits${q?.skipped.length ? `, ${q.skipped.length} left in float` : ''}`);
+            + `${q?.quantized.length ?? 0} MatMul -> MatMulNBits${q?.skipped.length ? `, ${q.skipped.length} left in float` : ''}`
+            + `${g.packing?.packed.length ? `, packed into ${g.packing.packed.length} wider nodes` : ''}`);
         }
         lines.push(`  ${r.data.file}: ${formatBytes(r.data.fileBytes)}, ${r.data.uniqueTensors} tensors, ${formatBytes(r.data.bytesSaved)} saved by de-duplication`);
         return lines.join('\n');

@@ -41,9 +41,12 @@ export interface WeightTask {
 
 export type TensorPart = 'B' | 'scales' | 'zeroPoints';
 
-/** An initializer whose bytes come from quantising `task`. */
+/**
+ * An initializer whose bytes come from quantising `tasks`: one weight, or several packed along
+ * N (pack-projections.ts), whose parts are then concatenated in order.
+ */
 export interface GeneratedTensor {
-  task: WeightTask;
+  tasks: WeightTask[];
   part: TensorPart;
 }
 
@@ -121,12 +124,12 @@ export function quantizeMatMuls(
       };
       namesFor.set(task, names);
       newInits.push({ name: names.B, dataType: DataType.UINT8, dims: [cand.N, shape.nBlocks, shape.blobSize] });
-      generated.set(names.B, { task, part: 'B' });
+      generated.set(names.B, { tasks: [task], part: 'B' });
       newInits.push({ name: names.scales, dataType: DataType.FLOAT, dims: [cand.N, shape.nBlocks] });
-      generated.set(names.scales, { task, part: 'scales' });
+      generated.set(names.scales, { tasks: [task], part: 'scales' });
       if (names.zeroPoints) {
         newInits.push({ name: names.zeroPoints, dataType: DataType.UINT8, dims: [cand.N, shape.zpCols] });
-        generated.set(names.zeroPoints, { task, part: 'zeroPoints' });
+        generated.set(names.zeroPoints, { tasks: [task], part: 'zeroPoints' });
       }
     }
     const inputs = [node.input![0], names.B, names.scales];

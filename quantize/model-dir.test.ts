@@ -107,9 +107,12 @@ describe('quantize on the tiny fixture export', () => {
       // 3 layers x (input, post-attention, q, k norms) + final norm; 3 x 7 projections + lm_head.
       expect(g.fusion.rmsNorm).toBe(13);
       expect(g.quantization!.quantized.length).toBe(22);
+      // q|k|v and gate|up packed: 3 x (qkv, o, gate_up, down) + lm_head nodes.
+      expect(g.packing!.packed.map((p) => p.node)).toEqual([0, 1, 2].flatMap((l) => [
+        `/model/layers.${l}/attn/q_proj+k_proj+v_proj/MatMul_Q4`, `/model/layers.${l}/mlp/gate_proj+up_proj/MatMul_Q4`]));
       const m = await loadModel(g.dst);
       const ops = m.model.graph!.node!.map((n) => n.opType);
-      expect(ops.filter((o) => o === 'MatMulNBits').length).toBe(22);
+      expect(ops.filter((o) => o === 'MatMulNBits').length).toBe(13);
       expect(ops).not.toContain('Gemm');
       expect(ops).not.toContain('Pow');
       expect(ops.filter((o) => o === 'MatMul').length).toBe(2 * LAYERS); // attention scores and context stay float
@@ -155,8 +158,9 @@ describe('quantize on the tiny fixture export', () => {
     const q = await loadModel(join(workDir, 'decoder_init.int4.onnx'));
     const f = await loadModel(join(floatDir, 'decoder_init.onnx'));
     const floatNodeByOutput = new Map(f.model.graph!.node!.map((n) => [n.output![0], n]));
+    const splitByInput = new Map(q.model.graph!.node!.filter((n) => n.opType === 'Split').map((n) => [n.input![0], n]));
     const nodes = q.model.graph!.node!.filter((n) => n.opType === 'MatMulNBits');
-    expect(nodes.length).toBe(22);
+    expect(nodes.length).toBe(13);
     for (const n of nodes) {
       const K = attrInt(n, 'K', 0);
       const N = attrInt(n, 'N', 0);
@@ -171,19 +175,28 @@ describe('quantize on the tiny fixture export', () => {
       };
       const dq = rtnDequantize(qt, K, N, p);
 
-      // The float weight this node replaced, as W [K, N].
-      const fn = floatNodeByOutput.get(n.output![0])!;
-      const fw = f.model.graph!.initializer!.find((t) => t.name === fn.input![1])!;
-      const raw = readTensorBytesSync(fw, f.path);
-      const w32 = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
-      const transB = fn.opType === 'Gemm' && attrInt(fn, 'transB', 0) === 1;
-      expect(dimsOf(fw)).toEqual(transB ? [N, K] : [K, N]);
+      // The float weights this node replaced (several, side by side along N, for a packed node).
+      const outputs = splitByInput.get(n.output![0])?.output ?? [n.output![0]];
+      const orig = new Float32Array(K * N); // W [K, N]
+      let col0 = 0;
+      for (const o of outputs) {
+        const fn = floatNodeByOutput.get(o)!;
+        const fw = f.model.graph!.initializer!.find((t) => t.name === fn.input![1])!;
+        const raw = readTensorBytesSync(fw, f.path);
+        const w32 = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
+        const transB = fn.opType === 'Gemm' && attrInt(fn, 'transB', 0) === 1;
+        const d = dimsOf(fw);
+        const n1 = transB ? d[0] : d[1];
+        expect(transB ? d[1] : d[0]).toBe(K);
+        for (let k = 0; k < K; k++) for (let c = 0; c < n1; c++) orig[k * N + col0 + c] = transB ? w32[c * K + k] : w32[k * n1 + c];
+        col0 += n1;
+      }
+      expect(col0).toBe(N);
       const nb = Math.ceil(K / p.blockSize);
       let worst = 0;
       for (let k = 0; k < K; k++) for (let c = 0; c < N; c++) {
-        const orig = transB ? w32[c * K + k] : w32[k * N + c];
         const step = qt.scales[c * nb + Math.floor(k / p.blockSize)];
-        worst = Math.max(worst, Math.abs(dq[k * N + c] - orig) / step);
+        worst = Math.max(worst, Math.abs(dq[k * N + c] - orig[k * N + c]) / step);
       }
       expect(worst, n.name!).toBeLessThanOrEqual(0.5 + 1e-5);
 
@@ -297,6 +310,40 @@ describe('quantize on the tiny fixture export', () => {
     expect(rate(stats.int4.top1)).toBeGreaterThanOrEqual(AGREEMENT.int4Top1);
     expect(rate(stats.int4.top5)).toBeGreaterThanOrEqual(AGREEMENT.int4Top5);
     expect(rate(stats.int8.top1)).toBeGreaterThanOrEqual(AGREEMENT.int8Top1);
+  });
+
+  it('packing changes only the layout: packed tensors are the unpacked ones concatenated, outputs match --no-pack', async () => {
+    const plainDir = await workingCopy(floatDir);
+    const plain = await quantizeModelDir({ modelDir: plainDir, ...QUANTIZE_DEFAULTS, pack: false, bits: 4, exclude: [], threads: 2 });
+    expect(plain.report.graphs.every((g) => g.packing === undefined)).toBe(true);
+    const packedModel = await loadModel(join(workDir, 'decoder_step.int4.onnx'));
+    const plainModel = await loadModel(join(plainDir, 'decoder_step.int4.onnx'));
+    expect(plainModel.model.graph!.node!.filter((n) => n.opType === 'MatMulNBits').length).toBe(22);
+    const bytesOf = (m: LoadedModel, name: string) => Buffer.from(readTensorBytesSync(m.model.graph!.initializer!.find((t) => t.name === name)!, m.path));
+    const plainByOutput = new Map(plainModel.model.graph!.node!.map((n) => [n.output![0], n]));
+    const splits = new Map(packedModel.model.graph!.node!.filter((n) => n.opType === 'Split').map((n) => [n.input![0], n]));
+    let packedNodes = 0;
+    for (const n of packedModel.model.graph!.node!.filter((x) => x.opType === 'MatMulNBits')) {
+      const split = splits.get(n.output![0]);
+      if (!split) continue;
+      packedNodes += 1;
+      const members = split.output!.map((o) => plainByOutput.get(o)!);
+      expect(members.every((m) => m.opType === 'MatMulNBits')).toBe(true);
+      expect(attrInt(n, 'N', 0)).toBe(members.reduce((s, m) => s + attrInt(m, 'N', 0), 0));
+      for (const i of [1, 2, 3]) {
+        expect(bytesOf(packedModel, n.input![i]).equals(Buffer.concat(members.map((m) => bytesOf(plainModel, m.input![i]))))).toBe(true);
+      }
+    }
+    expect(packedNodes).toBe(2 * LAYERS);
+    const feeds = {
+      input_embeds: new ort.Tensor('float32', randomFloats(H, 11, 0.5), [1, 1, H]),
+      position_ids: new ort.Tensor('int64', BigInt64Array.of(5n), [1, 1]),
+      past_keys: new ort.Tensor('float32', randomFloats(LAYERS * KV_HEADS * 5 * HEAD_DIM, 12), [LAYERS, 1, KV_HEADS, 5, HEAD_DIM]),
+      past_values: new ort.Tensor('float32', randomFloats(LAYERS * KV_HEADS * 5 * HEAD_DIM, 13), [LAYERS, 1, KV_HEADS, 5, HEAD_DIM]),
+    };
+    const a = await run(join(plainDir, 'decoder_step.int4.onnx'), feeds);
+    const b = await run(join(workDir, 'decoder_step.int4.onnx'), feeds);
+    for (const k of ['logits', 'present_keys', 'present_values']) expect(relErr(b[k].data as Float32Array, a[k].data as Float32Array), k).toBeLessThan(1e-6);
   });
 
   it('re-running gives byte-identical files', async () => {

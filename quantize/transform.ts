@@ -10,6 +10,7 @@ import {
 import {
   checkExternalRanges, dimsOf, encodeModel, isExternal, loadModel, tensorBytes, type LoadedModel,
 } from '../common/onnx-model.js';
+import { packSiblingMatMulNBits, type PackReport } from './pack-projections.js';
 import { quantizeWeight } from './quantize-weight.js';
 import type { RtnOutput } from './rtn.js';
 import { DedupDataFile, setExternal, type DataFileStats } from './weights-file.js';
@@ -41,6 +42,8 @@ export interface TransformOptions {
   skipFusion: boolean;
   /** null: no quantisation (writes fused float graphs). */
   quantize: NBitsOptions | null;
+  /** Pack sibling MatMulNBits (q|k|v, gate|up) into one wider node each (pack-projections.ts). */
+  pack?: boolean;
   /** Worker threads (default: os.availableParallelism()). */
   threads?: number;
   progress?: Progress;
@@ -51,6 +54,8 @@ export interface GraphReport {
   dst: string;
   fusion: FuseReport;
   quantization: NBitsReport | null;
+  /** Present when quantising with `pack`. */
+  packing?: PackReport;
 }
 
 export interface TransformReport {
@@ -88,13 +93,15 @@ export async function transformGraphs(opts: TransformOptions): Promise<Transform
   loaded.forEach((m, i) => {
     const fusion = opts.fuse ? fuseRmsNorm(m, { skip: opts.skipFusion }) : { rmsNorm: 0, skipRmsNorm: 0 };
     let quantization: NBitsReport | null = null;
+    let packing: PackReport | undefined;
     if (opts.quantize) {
       const r = quantizeMatMuls(m, opts.quantize, registry);
       generated.set(m, r.generated);
       quantization = r.report;
+      if (opts.pack) packing = packSiblingMatMulNBits(m, r.generated);
     }
     pruneGraph(m);
-    reports.push({ src: m.path, dst: resolve(opts.graphs[i].dst), fusion, quantization });
+    reports.push({ src: m.path, dst: resolve(opts.graphs[i].dst), fusion, quantization, ...(packing ? { packing } : {}) });
   });
 
   opts.quantize?.exclude.forEach((pattern, i) => {
@@ -109,7 +116,7 @@ export async function transformGraphs(opts: TransformOptions): Promise<Transform
   for (const m of loaded) {
     for (const t of m.model.graph?.initializer ?? []) {
       const g = generated.get(m)?.get(t.name ?? '');
-      if (g && !seen.has(g.task)) { seen.add(g.task); order.push(g.task); }
+      for (const task of g?.tasks ?? []) if (!seen.has(task)) { seen.add(task); order.push(task); }
     }
   }
 
@@ -119,16 +126,16 @@ export async function transformGraphs(opts: TransformOptions): Promise<Transform
       const data = new DedupDataFile(await openWriter(dataFile));
       const computing = new Map<WeightTask, Promise<RtnOutput>>();
       const written = new Map<string, { offset: number; length: number }>();
+      const start = (task: WeightTask): void => {
+        const p = quantizeWeight(pool!, task, opts.quantize!);
+        p.catch(() => undefined); // surfaced when awaited
+        computing.set(task, p);
+      };
       let next = 0;
       const startUpTo = (i: number): void => {
-        while (next < order.length && next <= i + LOOKAHEAD) {
-          const task = order[next++];
-          const p = quantizeWeight(pool!, task, opts.quantize!);
-          p.catch(() => undefined); // surfaced when awaited
-          computing.set(task, p);
-        }
+        while (next < order.length && next <= i + LOOKAHEAD) start(order[next++]);
       };
-      let done = 0;
+      const finished = new Set<WeightTask>();
       // Start quantising at once, so it overlaps the copy of the float tensors written first.
       if (order.length > 0) startUpTo(0);
       for (const [gi, m] of loaded.entries()) {
@@ -137,16 +144,15 @@ export async function transformGraphs(opts: TransformOptions): Promise<Transform
           const g = gen?.get(t.name ?? '');
           const dims = dimsOf(t);
           if (g) {
-            const partKey = `${g.task.key}|${g.part}`;
+            const partKey = `${g.tasks.map((k) => k.key).join('+')}|${g.part}`;
             let placement = written.get(partKey);
             if (placement) data.countReuse(placement);
             else {
-              placement = await data.addBytes(t.dataType ?? 0, dims, await partBytes(computing, g, startUpTo, order));
+              placement = await data.addBytes(t.dataType ?? 0, dims, await partBytes(computing, g, startUpTo, start, order));
               written.set(partKey, placement);
               if (lastPart(g, opts.quantize!)) {
-                computing.delete(g.task);
-                done += 1;
-                progress.update('quantizing', done, order.length);
+                for (const task of g.tasks) { computing.delete(task); finished.add(task); }
+                progress.update('quantizing', finished.size, order.length);
               }
             }
             setExternal(t, location, placement);
@@ -168,15 +174,28 @@ export async function transformGraphs(opts: TransformOptions): Promise<Transform
   }
 }
 
-/** The bytes of one generated tensor, starting (and prefetching) its weight's quantisation. */
+/**
+ * The bytes of one generated tensor, starting (and prefetching) its weights' quantisation: one
+ * weight's part, or the parts of packed weights concatenated in order (all are N-major).
+ */
 async function partBytes(
   computing: Map<WeightTask, Promise<RtnOutput>>, g: GeneratedTensor,
-  startUpTo: (i: number) => void, order: WeightTask[],
+  startUpTo: (i: number) => void, start: (task: WeightTask) => void, order: WeightTask[],
 ): Promise<Uint8Array> {
-  startUpTo(order.indexOf(g.task));
-  const out = await computing.get(g.task)!;
-  const arr = g.part === 'B' ? out.B : g.part === 'scales' ? out.scales : out.zeroPoints!;
-  return new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength);
+  startUpTo(Math.max(...g.tasks.map((task) => order.indexOf(task))));
+  const parts: Uint8Array[] = [];
+  for (const task of g.tasks) {
+    // A weight whose other parts were already written (and its output freed) is quantised again.
+    if (!computing.has(task)) start(task);
+    const out = await computing.get(task)!;
+    const arr = g.part === 'B' ? out.B : g.part === 'scales' ? out.scales : out.zeroPoints!;
+    parts.push(new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength));
+  }
+  if (parts.length === 1) return parts[0];
+  const joined = new Uint8Array(parts.reduce((s, p) => s + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) { joined.set(p, at); at += p.byteLength; }
+  return joined;
 }
 
 function lastPart(g: GeneratedTensor, p: NBitsOptions): boolean {
