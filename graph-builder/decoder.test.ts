@@ -2,11 +2,10 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import type { ModelDims } from '../checkpoint/config.js';
-import { openCheckpoint } from '../checkpoint/open-checkpoint.js';
 import { Prng } from '../common/prng.js';
-import { tinyCheckpointDir, tinyModelDir } from '../fixtures/test-support.js';
-import { loadReferenceWeights, ReferenceDecoder, type WeightLookup } from '../fixtures/reference/index.js';
-import { expectClose } from './test-support.js';
+import { tinyModelDir } from '../fixtures/test-support.js';
+import { ReferenceDecoder, type WeightLookup } from '../fixtures/reference/index.js';
+import { expectClose, tinyReferenceWeights } from './test-support.js';
 
 /** max |got - want| must stay within `rel` of the reference's scale (max |want|). */
 
@@ -30,13 +29,7 @@ describe('decoder graphs on the tiny checkpoint vs the float64 reference', () =>
   let audio: Float64Array;
 
   beforeAll(async () => {
-    const ckpt = await openCheckpoint(await tinyCheckpointDir());
-    try {
-      dims = ckpt.dims;
-      weights = await loadReferenceWeights(ckpt.tensors);
-    } finally {
-      await ckpt.tensors.close();
-    }
+    ({ dims, weights } = await tinyReferenceWeights());
     const dir = await tinyModelDir();
     init = await ort.InferenceSession.create(join(dir, 'decoder_init.onnx'));
     step = await ort.InferenceSession.create(join(dir, 'decoder_step.onnx'));

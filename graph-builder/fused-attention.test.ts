@@ -3,13 +3,12 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import type { ModelDims } from '../checkpoint/config.js';
-import { openCheckpoint } from '../checkpoint/open-checkpoint.js';
 import { Prng } from '../common/prng.js';
-import { tinyCheckpointDir, tinyModelDir } from '../fixtures/test-support.js';
-import { loadReferenceWeights, ReferenceDecoder, type WeightLookup } from '../fixtures/reference/index.js';
+import { tinyModelDir } from '../fixtures/test-support.js';
+import { ReferenceDecoder, type WeightLookup } from '../fixtures/reference/index.js';
 import { decodeModel } from './model.js';
 import type { ModelProto } from './onnx-types.js';
-import { expectClose } from './test-support.js';
+import { expectClose, tinyReferenceWeights } from './test-support.js';
 
 /*
  * export --attention fused: decoder graphs on com.microsoft GroupQueryAttention + RotaryEmbedding,
@@ -69,13 +68,7 @@ describe('decoder graphs with --attention fused on the tiny checkpoint', () => {
   let audio: Float64Array;
 
   beforeAll(async () => {
-    const ckpt = await openCheckpoint(await tinyCheckpointDir());
-    try {
-      dims = ckpt.dims;
-      weights = await loadReferenceWeights(ckpt.tensors);
-    } finally {
-      await ckpt.tensors.close();
-    }
+    ({ dims, weights } = await tinyReferenceWeights());
     const plain = await tinyModelDir();
     const fused = await tinyModelDir({ attention: 'fused' });
     plainInit = await ort.InferenceSession.create(join(plain, 'decoder_init.onnx'));

@@ -1,4 +1,8 @@
 import { expect } from 'vitest';
+import type { ModelDims } from '../checkpoint/config.js';
+import { openCheckpoint } from '../checkpoint/open-checkpoint.js';
+import { loadReferenceWeights, type WeightLookup } from '../fixtures/reference/index.js';
+import { tinyCheckpointDir } from '../fixtures/test-support.js';
 
 /**
  * Asserts that `got` matches the float64 reference `want` within `rel` of the reference's scale
@@ -14,4 +18,14 @@ export function expectClose(what: string, got: ArrayLike<number>, want: ArrayLik
   }
   expect(scale, `${what}: reference is all zero`).toBeGreaterThan(0);
   expect(diff / scale, `${what}: max diff ${diff} vs scale ${scale}`).toBeLessThanOrEqual(rel);
+}
+
+/** The tiny fixture checkpoint's dims and its weights as the float64 reference reads them. Test-only. */
+export async function tinyReferenceWeights(): Promise<{ dims: ModelDims; weights: WeightLookup }> {
+  const ckpt = await openCheckpoint(await tinyCheckpointDir());
+  try {
+    return { dims: ckpt.dims, weights: await loadReferenceWeights(ckpt.tensors) };
+  } finally {
+    await ckpt.tensors.close();
+  }
 }
