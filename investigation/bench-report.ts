@@ -61,7 +61,7 @@ export function benchEntry(r: BenchResult, command: string, resultsPath: string,
   }
   if (r.threadSweep) verdicts.push(`best decode thread count ${r.threadSweep.bestThreads}`);
   return {
-    title: `Bench: ${r.preset} build, sizes and decode speed against the bandwidth bound`,
+    title: `Bench: ${r.preset} build${r.options.attention === 'fused' ? ' (fused attention)' : ''}, sizes and decode speed against the bandwidth bound`,
     hypothesis: hypothesis ?? 'Baseline: what the toolkit costs today on this machine, and how far decode is from the memory-bandwidth bound.',
     command: `\`${command}\` (results: \`${resultsPath}\`)`,
     machine: `${describeMachine(r.machine)}; load average ${r.loadAverage.start} -> ${r.loadAverage.end}.`,

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { PackageManifestSchema, type PackageManifest } from '../package/manifest.js';
 import { generateCheckpoint } from '../fixtures/generate.js';
 import type { PresetName } from '../fixtures/presets.js';
+import type { DecoderAttention } from '../graph-builder/decoder.js';
 import { machineInfo, type MachineInfo } from './machine-info.js';
 import { measureBandwidth, type BandwidthResult } from './memory-bandwidth.js';
 import { runMeasured, type ChildMeasure, type RssMethod } from './measured-child.js';
@@ -44,6 +45,8 @@ export interface BenchOptions {
   bandwidthThreads: number;
   /** Also time the one-shot `build` (export+quantize+compare+package again). */
   endToEnd: boolean;
+  /** Decoder attention of the export (graph-builder: plain ONNX ops or com.microsoft fused ops). */
+  attention: DecoderAttention;
   rssMethod: RssMethod;
   keep: boolean;
   log: (message: string) => void;
@@ -169,7 +172,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
 
     const model = join(work, 'model');
     const dist = join(work, 'dist');
-    await stage('export', ['export', '--model', checkpoint, '--output', model, '--quiet']);
+    await stage('export', ['export', '--model', checkpoint, '--output', model, '--attention', o.attention, '--quiet']);
     await stage('quantize', ['quantize', '--model-dir', model, '--json']);
     const sizes: SizeFigure[] = [];
     for (const v of VARIANTS) {
@@ -212,7 +215,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       // Synthetic weights make the int4-vs-fp32 gate meaningless, so it is opened fully: this
       // stage measures the time and memory of the one-shot build, not quality.
       await stage('build (end to end)', ['build', '--model', checkpoint, '--output', join(work, 'build'),
-        '--variants', 'fp32,int4', '--min-top1', '0', '--min-cosine', '-1', '--quiet']);
+        '--variants', 'fp32,int4', '--attention', o.attention, '--min-top1', '0', '--min-cosine', '-1', '--quiet']);
       if (!o.keep) await rm(join(work, 'build'), { recursive: true, force: true });
     }
 
@@ -226,7 +229,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
         preset: o.preset, checkpoint: o.checkpoint, warmup: o.warmup, reps: o.reps, loadReps: o.loadReps,
         audioSeconds: o.audioSeconds, pastLengths: o.pastLengths, sweepThreads: o.sweepThreads, sweepPast: o.sweepPast,
         bandwidthBytes: o.bandwidthBytes, bandwidthReps: o.bandwidthReps, bandwidthThreads: o.bandwidthThreads,
-        endToEnd: o.endToEnd, rssMethod: o.rssMethod,
+        endToEnd: o.endToEnd, rssMethod: o.rssMethod, attention: o.attention,
       },
       bandwidth,
       bandwidthAfterRuntime: bandwidthAfter,

@@ -18,13 +18,16 @@ describe('bench harness on the tiny preset', () => {
     result = await runBench({
       preset: 'tiny', workRoot: work, warmup: 0, reps: 1, loadReps: 1, audioSeconds: 1, pastLengths: [8],
       sweepThreads: [1], sweepPast: 8, bandwidthBytes: 4 * 2 ** 20, bandwidthReps: 1, bandwidthThreads: 2,
-      endToEnd: true, rssMethod: await defaultRssMethod(), keep: false, log: () => undefined,
+      endToEnd: true, attention: 'fused', rssMethod: await defaultRssMethod(), keep: false, log: () => undefined,
     });
   }, 300_000);
   afterAll(async () => { await rm(work, { recursive: true, force: true }); });
 
   it('measures every CLI stage as a child process and cleans up its work dir', async () => {
     expect(result.stages.map((s) => s.stage)).toEqual(['export', 'quantize', 'package fp32', 'package int4', 'build (end to end)']);
+    // The export option reaches the export and build stages.
+    expect(result.stages[0].command).toContain('--attention fused');
+    expect(result.stages[4].command).toContain('--attention fused');
     for (const s of result.stages) {
       expect(s.wallSeconds).toBeGreaterThan(0);
       expect(s.peakRssMiB).toBeGreaterThan(20); // a node process is never smaller

@@ -16,6 +16,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { writeFileAtomic } from '../common/atomic.js';
 import { isPresetName, type PresetName } from '../fixtures/presets.js';
+import { DECODER_ATTENTIONS, type DecoderAttention } from '../graph-builder/decoder.js';
 import { benchEntry, formatTables } from './bench-report.js';
 import { repoRoot, runBench, type BenchResult } from './bench-run.js';
 import { appendEntry } from './investigation-log.js';
@@ -35,7 +36,7 @@ const presetList = (v: string): PresetName[] => v.split(',').map((p) => {
 interface Flags {
   preset: PresetName[]; with17b?: boolean; checkpoint?: string; workDir: string; warmup: number; reps: number; loadReps: number;
   audioSeconds: number; past: number[]; threads: number[]; sweepPast: number; bandwidthMib: number; bandwidthReps: number;
-  e2e: boolean; rssMethod?: RssMethod; keep?: boolean; log: boolean; hypothesis?: string; quiet?: boolean;
+  e2e: boolean; attention: DecoderAttention; rssMethod?: RssMethod; keep?: boolean; log: boolean; hypothesis?: string; quiet?: boolean;
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -57,6 +58,7 @@ async function main(argv: string[]): Promise<void> {
     .option('--bandwidth-mib <n>', 'bytes per copy in the bandwidth benchmark', positiveInt('--bandwidth-mib'), 256)
     .option('--bandwidth-reps <n>', 'copies per bandwidth figure (best is kept)', positiveInt('--bandwidth-reps'), 10)
     .option('--no-e2e', 'skip the end-to-end `build` stage')
+    .addOption(new Option('--attention <kind>', 'decoder attention of the export: onnx (plain ops) or fused (com.microsoft GroupQueryAttention + RotaryEmbedding)').choices([...DECODER_ATTENTIONS]).default('onnx'))
     .addOption(new Option('--rss-method <m>', 'how peak RSS is read').choices(['time', 'resource-usage']))
     .option('--keep', 'keep the work dir (checkpoint, model, build)')
     .option('--no-log', 'do not append an entry to investigation/INVESTIGATION.md')
@@ -77,7 +79,7 @@ async function main(argv: string[]): Promise<void> {
       preset, workRoot: f.workDir, checkpoint: f.checkpoint, warmup: f.warmup, reps: Math.max(1, f.reps),
       loadReps: Math.max(1, f.loadReps), audioSeconds: Math.max(1, f.audioSeconds), pastLengths: f.past,
       sweepThreads: f.threads.filter((t) => t > 0), sweepPast: f.sweepPast, bandwidthBytes: f.bandwidthMib * 2 ** 20,
-      bandwidthReps: Math.max(1, f.bandwidthReps), bandwidthThreads: cores, endToEnd: f.e2e, rssMethod, keep: Boolean(f.keep),
+      bandwidthReps: Math.max(1, f.bandwidthReps), bandwidthThreads: cores, endToEnd: f.e2e, attention: f.attention, rssMethod, keep: Boolean(f.keep),
       log: f.quiet ? () => undefined : (m) => process.stderr.write(`${m}\n`),
     });
     const stamp = result.startedAt.replace(/[:.]/g, '-');
