@@ -17,19 +17,26 @@ export function ropeInvFreq(headDim: number, theta: number): Float32Array {
 }
 
 /**
- * cos/sin tables for the positions, [B, 1, S, D] (broadcast over heads). Computed once per graph.
+ * The rotation angles of every token, [B, S, D/2] float32 (shared by both RoPE forms below).
  *
  *   position_ids [B,S] ──Cast(f32)──Unsqueeze(-1)──Mul(inv_freq [D/2])──▶ freqs [B,S,D/2]
- *   freqs ──Concat(freqs, freqs, -1)──▶ emb [B,S,D] ──Unsqueeze(1)──┬──Cos──▶ cos
- *                                                                  └──Sin──▶ sin
+ */
+function ropeAngles(b: GraphBuilder, positionIds: string, headDim: number, theta: number): string {
+  const pos = b.op('Cast', [positionIds], { attrs: { to: 1 /* FLOAT */ } });
+  const posCol = b.op('Unsqueeze', [pos, b.constInt64([-1])]);
+  return b.op('Mul', [posCol, b.constFloat(ropeInvFreq(headDim, theta))]);
+}
+
+/**
+ * cos/sin tables for the positions, [B, 1, S, D] (broadcast over heads). Computed once per graph.
+ *
+ *   angles [B,S,D/2] ──Concat(angles, angles, -1)──▶ emb [B,S,D] ──Unsqueeze(1)──┬──Cos──▶ cos
+ *                                                                               └──Sin──▶ sin
  */
 export function rotaryCosSin(
   b: GraphBuilder, positionIds: string, headDim: number, theta: number,
 ): { cos: string; sin: string } {
-  const pos = b.op('Cast', [positionIds], { attrs: { to: 1 /* FLOAT */ } });
-  const posCol = b.op('Unsqueeze', [pos, b.constInt64([-1])]);
-  const invFreq = b.constFloat(ropeInvFreq(headDim, theta));
-  const freqs = b.op('Mul', [posCol, invFreq]);
+  const freqs = ropeAngles(b, positionIds, headDim, theta);
   const emb = b.op('Concat', [freqs, freqs], { attrs: { axis: -1 } });
   const emb4 = b.op('Unsqueeze', [emb, b.constInt64([1])]);
   return { cos: b.op('Cos', [emb4]), sin: b.op('Sin', [emb4]) };
@@ -63,15 +70,12 @@ export interface RotaryCache {
  * position value works (no max-position table), and the cache is only B*S rows. Each token then
  * reads its own row, so RotaryEmbedding gets `rows` (0 .. B*S-1 in [B,S]) as its position_ids.
  *
- *   position_ids [B,S] ──Cast(f32)──Unsqueeze(-1)──Mul(inv_freq [D/2])──Reshape([-1,D/2])──┬──Cos──▶ cos [B*S,D/2]
- *                                                                                         └──Sin──▶ sin [B*S,D/2]
+ *   angles [B,S,D/2] ──Reshape([-1,D/2])──┬──Cos──▶ cos [B*S,D/2]
+ *                                         └──Sin──▶ sin [B*S,D/2]
  *   position_ids ──Size──Range(0, B*S, 1)──Reshape(Shape(position_ids))──▶ rows [B,S]
  */
 export function rotaryCache(b: GraphBuilder, positionIds: string, headDim: number, theta: number): RotaryCache {
-  const pos = b.op('Cast', [positionIds], { attrs: { to: 1 /* FLOAT */ } });
-  const posCol = b.op('Unsqueeze', [pos, b.constInt64([-1])]);
-  const freqs = b.op('Mul', [posCol, b.constFloat(ropeInvFreq(headDim, theta))]);
-  const perToken = b.op('Reshape', [freqs, b.constInt64([-1, headDim / 2])]);
+  const perToken = b.op('Reshape', [ropeAngles(b, positionIds, headDim, theta), b.constInt64([-1, headDim / 2])]);
   const count = b.op('Size', [positionIds]);
   const range = b.op('Range', [b.constInt64(0), count, b.constInt64(1)]);
   const rows = b.op('Reshape', [range, b.op('Shape', [positionIds])], { name: 'Rows' });
