@@ -30,11 +30,14 @@ describe('qwen3-onnx export --attention', () => {
     expect(record.options.attention).toBe('fused');
 
     const q = JSON.parse(await runCommand(registerQuantize, 'quantize', ['--model-dir', out, '--threads', '1', '--json'])) as {
-      report: { graphs: Array<{ fusion: { rmsNorm: number }; quantization: { quantized: unknown[] } }> };
+      report: { graphs: Array<{ fusion: { rmsNorm: number }; quantization: { quantized: unknown[] }; packing: { packed: Array<{ node: string }> } }> };
     };
     // Same rewrites as on the standard-op graphs: every RMSNorm (input, post, q/k per layer + final) fused, every linear quantised.
     expect(q.report.graphs.map((g) => g.fusion.rmsNorm)).toEqual([13, 13]);
     expect(q.report.graphs.map((g) => g.quantization.quantized.length)).toEqual([22, 22]);
+    // q|k|v still share their input in the fused graphs, so they are packed as in the plain ones.
+    expect(q.report.graphs[1].packing.packed.map((p) => p.node)).toEqual([0, 1, 2].flatMap((l) => [
+      `/model/layers.${l}/attn/q_proj+k_proj+v_proj/MatMul_Q4`, `/model/layers.${l}/mlp/gate_proj+up_proj/MatMul_Q4`]));
 
     for (const variant of ['fp32', 'int4']) {
       const report = JSON.parse(await runCommand(registerTranscribe, 'transcribe', [

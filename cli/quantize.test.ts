@@ -31,6 +31,8 @@ describe('qwen3-onnx quantize', () => {
     expect(out.recipe).toBe('int4_rtn_block64_al4');
     expect(out.files).toEqual(['decoder_init.int4.onnx', 'decoder_step.int4.onnx', 'decoder_weights.int4.data', 'config.json']);
     expect(out.report.graphs.map((g: { quantization: { quantized: unknown[] } }) => g.quantization.quantized.length)).toEqual([22, 22]);
+    // Packing is the default: q|k|v and gate|up of each of the 3 layers.
+    expect(out.report.graphs.map((g: { packing: { packed: unknown[] } }) => g.packing.packed.length)).toEqual([6, 6]);
     const cfg = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'));
     expect(cfg.quantization).toEqual({ decoder_init: 'int4_rtn_block64_al4', decoder_step: 'int4_rtn_block64_al4' });
   });
@@ -50,8 +52,17 @@ describe('qwen3-onnx quantize', () => {
   it('prints a human summary without --json', () => {
     const r = cli(['--model-dir', dir, '--no-fuse', '--exclude', '*lm_head*']);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/0 RMSNorm fused, 21 MatMul -> MatMulNBits, 1 left in float/);
+    expect(r.stdout).toMatch(/0 RMSNorm fused, 21 MatMul -> MatMulNBits, 1 left in float, packed into 6 wider nodes/);
     expect(r.stdout).toMatch(/saved by de-duplication/);
+  });
+
+  it('--no-pack keeps every projection its own MatMulNBits', () => {
+    const r = cli(['--model-dir', dir, '--no-pack', '--json']);
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.report.graphs.map((g: { packing?: unknown }) => g.packing)).toEqual([undefined, undefined]);
+    expect(spawnSync(process.execPath, [MAIN, 'quantize', '--model-dir', dir, '--no-pack'], { encoding: 'utf8', env: { ...process.env, CI: '1' } }).stdout)
+      .not.toMatch(/packed into/);
   });
 
   const bad: [string, string[], RegExp][] = [
