@@ -1,8 +1,10 @@
 /**
  * Qwen3 decoder self-attention: q/k/v projections, per-head RMSNorm on q and k before RoPE,
- * NeoX RoPE, optional KV-cache concat, GQA by repeating KV heads, softmax attention, o_proj.
+ * NeoX RoPE, then either attention over the cache (a decoder_step: cached-attention.ts) or, for
+ * a prompt, GQA by repeating KV heads and causal softmax attention; o_proj.
  */
 import type { GraphBuilder } from './graph-builder.js';
+import { cachedAttention } from './cached-attention.js';
 import { attentionCore, linear, mergeHeads, reshape, transpose } from './layers.js';
 import { rmsNorm } from './rmsnorm.js';
 import { applyRotary } from './rotary.js';
@@ -21,19 +23,20 @@ export interface DecoderAttentionContext {
   cos: string; sin: string;
   /** Additive mask broadcastable to [B, heads, S, T] (absent for a single-token step). */
   mask?: string;
-  /** This layer's cache [B, kvHeads, P, D] (decoder_step). */
+  /** This layer's cache [B, kvHeads, P, D] (decoder_step: S = 1 new token). */
   pastKey?: string; pastValue?: string;
 }
 
 /**
- * Returns the attention output [B, S, hidden] and this layer's keys/values [B, kvHeads, T, D]
- * (post-RoPE, past included) for present_keys / present_values.
+ * Returns the attention output [B, S, hidden] and this layer's new keys/values [B, kvHeads, S, D]
+ * (post-RoPE; without the past, which the caller appends them to for present_keys / present_values).
  *
- *   x ──q_proj──Reshape[0,0,h,D]──q_norm──Transpose──RoPE──────────────────────────┐
- *   x ──k_proj──Reshape[0,0,kv,D]──k_norm──Transpose──RoPE──(Concat past)──key──repeat_kv──┤
- *   x ──v_proj──Reshape[0,0,kv,D]──Transpose──────────────(Concat past)──value─repeat_kv──┤
- *                                                        sdpa(scale 1/√D, mask)◀──────────┘
- *                                                        ──merge heads──o_proj──▶ out
+ *   x ──q_proj──Reshape[0,0,h,D]──q_norm──Transpose──RoPE──▶ q ─────────────────────────────┐
+ *   x ──k_proj──Reshape[0,0,kv,D]──k_norm──Transpose──RoPE──▶ key ──┐                       │
+ *   x ──v_proj──Reshape[0,0,kv,D]──Transpose───────────────▶ value ─┤                       │
+ *     with a cache (S = 1): cachedAttention(q, key, value, past_key, past_value) ◀──────────┤
+ *     without: repeat_kv(key), repeat_kv(value) ──sdpa(scale 1/√D, mask)──merge heads ◀────┘
+ *   ──o_proj──▶ out
  */
 export function decoderSelfAttention(
   b: GraphBuilder, x: string, w: DecoderAttentionWeights, shape: DecoderAttentionShape, ctx: DecoderAttentionContext,
@@ -46,19 +49,19 @@ export function decoderSelfAttention(
     return transpose(b.scope(`${name}_proj`), normed, [0, 2, 1, 3]);
   };
   const q = applyRotary(b.scope('q_rotary'), projectHeads('q', w.q, w.qBias, heads, w.qNorm), ctx.cos, ctx.sin, headDim);
-  let key = applyRotary(b.scope('k_rotary'), projectHeads('k', w.k, w.kBias, kvHeads, w.kNorm), ctx.cos, ctx.sin, headDim);
-  let value = projectHeads('v', w.v, w.vBias, kvHeads);
-  if (ctx.pastKey && ctx.pastValue) {
-    const cache = b.scope('kv_cache');
-    key = cache.op('Concat', [ctx.pastKey, key], { attrs: { axis: 2 }, name: 'ConcatKey' });
-    value = cache.op('Concat', [ctx.pastValue, value], { attrs: { axis: 2 }, name: 'ConcatValue' });
-  }
-  const groups = heads / kvHeads;
-  const kAll = repeatKv(b.scope('k_repeat'), key, groups, heads, headDim);
-  const vAll = repeatKv(b.scope('v_repeat'), value, groups, heads, headDim);
+  const key = applyRotary(b.scope('k_rotary'), projectHeads('k', w.k, w.kBias, kvHeads, w.kNorm), ctx.cos, ctx.sin, headDim);
+  const value = projectHeads('v', w.v, w.vBias, kvHeads);
   const sdpa = b.scope('sdpa');
-  const attn = attentionCore(sdpa, q, kAll, vAll, { scale: 1 / Math.sqrt(headDim), mask: ctx.mask });
-  const merged = mergeHeads(sdpa, attn, heads * headDim);
+  let merged: string;
+  if (ctx.pastKey && ctx.pastValue) {
+    merged = cachedAttention(sdpa, q, key, value, ctx.pastKey, ctx.pastValue, { heads, kvHeads, headDim });
+  } else {
+    const groups = heads / kvHeads;
+    const kAll = repeatKv(b.scope('k_repeat'), key, groups, heads, headDim);
+    const vAll = repeatKv(b.scope('v_repeat'), value, groups, heads, headDim);
+    const attn = attentionCore(sdpa, q, kAll, vAll, { scale: 1 / Math.sqrt(headDim), mask: ctx.mask });
+    merged = mergeHeads(sdpa, attn, heads * headDim);
+  }
   return { out: linear(b.scope('o_proj'), merged, w.o, w.oBias), key, value };
 }
 

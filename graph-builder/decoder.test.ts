@@ -102,6 +102,19 @@ describe('decoder graphs on the tiny checkpoint vs the float64 reference', () =>
     expectClose('step present_values', data(got.values), ref.stackedValues());
   });
 
+  it('step on an empty cache (past length 0) matches the reference', async () => {
+    const t = dims.text;
+    const ref = new ReferenceDecoder(weights, dims);
+    const row = ref.embedRow(ids[0]);
+    const want = ref.step(row, 0);
+    const empty = f32([], [t.layers, 1, t.kvHeads, 0, t.headDim]);
+    const got = await runStep(row, 0, { logits: empty, keys: empty, values: empty });
+    expect(got.keys.dims).toEqual([t.layers, 1, t.kvHeads, 1, t.headDim]);
+    expectClose('step logits (past 0)', data(got.logits), want.logits);
+    expectClose('step present_keys (past 0)', data(got.keys), ref.stackedKeys());
+    expectClose('step present_values (past 0)', data(got.values), ref.stackedValues());
+  });
+
   it('prefill of S tokens then k steps equals a prefill of S+k tokens', async () => {
     const k = 3;
     const ref = new ReferenceDecoder(weights, dims);

@@ -99,7 +99,8 @@ async function layerWeights(b: GraphBuilder, src: TensorSource, l: number): Prom
 
 /**
  * The decoder layers shared by both graphs; returns the final hidden state and per-layer
- * keys/values.
+ * keys/values: the prompt's (decoder_init), or in decoder_step the new rows only (standard-op
+ * attention) or the past plus the new row (GroupQueryAttention's present).
  *
  *   x ──input_layernorm──attn──Add(x)──▶ h ──post_attention_layernorm──mlp──Add(h)──▶ next x
  */
@@ -264,7 +265,22 @@ export async function buildDecoderStep(
   const { hidden, keys, values } = await decoderLayers(b, src, dims, embeds, { attention, pastKeys, pastValues });
   const logits = await lmHead(b, src, dims, hidden);
   b.output('logits', 'float32', ['batch', 1, t.vocab], logits);
-  b.output('present_keys', 'float32', cacheDims(dims, 'total_seq_len'), stackLayers(b.scope('/model/present_keys'), keys));
-  b.output('present_values', 'float32', cacheDims(dims, 'total_seq_len'), stackLayers(b.scope('/model/present_values'), values));
+  // GroupQueryAttention returns each layer's whole present; the standard-op attention only the new rows.
+  const present = (name: string, past: string, perLayer: string[]): string => (attention.kind === 'fused'
+    ? stackLayers(b.scope(name), perLayer)
+    : appendRows(b.scope(name), past, perLayer));
+  b.output('present_keys', 'float32', cacheDims(dims, 'total_seq_len'), present('/model/present_keys', pastKeys, keys));
+  b.output('present_values', 'float32', cacheDims(dims, 'total_seq_len'), present('/model/present_values', pastValues, values));
   return b;
+}
+
+/**
+ * present = past ++ new rows along the sequence axis, in one pass over the cache: the layers' new
+ * rows [B,KV,1,D] are stacked first (tiny), then joined to the whole stacked past.
+ *
+ *   new_0 ... new_L ──stackLayers──▶ [L,B,KV,1,D] ──┐
+ *   past [L,B,KV,P,D] ──────────────────────────Concat(axis 3)──▶ present [L,B,KV,P+1,D]
+ */
+function appendRows(b: GraphBuilder, past: string, rows: string[]): string {
+  return b.op('Concat', [past, stackLayers(b, rows)], { attrs: { axis: 3 } });
 }
