@@ -48,7 +48,6 @@ export function packSiblingMatMulNBits(loaded: LoadedModel, generated: Map<strin
   const report: PackReport = { packed: [] };
   const nodeNames = usedNodeNames(graph.node ?? []);
   const valueNames = new Set<string>([...idx.initializers.keys(), ...idx.producer.keys()]);
-  const byName = new Map<string, TensorProto>((graph.initializer ?? []).map((t) => [t.name ?? '', t]));
   const newInits: TensorProto[] = [];
   /** First member node -> the nodes that take its place; other members -> removed. */
   const replacement = new Map<NodeProto, NodeProto[]>();
@@ -58,7 +57,7 @@ export function packSiblingMatMulNBits(loaded: LoadedModel, generated: Map<strin
     const totalN = members.reduce((s, m) => s + m.N, 0);
     const declare = (part: 'B' | 'scales' | 'zeroPoints', names: string[]): string => {
       const name = uniqueName(valueNames, packName(names));
-      const proto = byName.get(names[0])!;
+      const proto = idx.initializers.get(names[0])!;
       const dims = dimsOf(proto);
       newInits.push({ name, dataType: proto.dataType ?? DataType.UINT8, dims: [totalN, ...dims.slice(1)] });
       generated.set(name, { tasks: names.flatMap((n) => generated.get(n)!.tasks), part });
