@@ -1,28 +1,52 @@
+import { randomBytes } from 'node:crypto';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { mkdir, open, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
+import { trackTemp } from './cleanup.js';
+import { sweepDeadRunDebris } from './debris.js';
 import { fsError } from './errors.js';
 
 let tempCounter = 0;
 
-/** A temp path in the same directory as `target`, so the final rename never crosses devices. */
+/**
+ * A temp path in the same directory as `target`, so the final rename never crosses devices:
+ * `.<name>.tmp-<pid>-<n><random>`, the one pattern common/debris.ts recognises as this tool's.
+ */
 export function tempPathFor(target: string): string {
   tempCounter += 1;
-  return join(dirname(target), `.${basename(target)}.tmp-${process.pid}-${tempCounter}`);
+  return join(dirname(target), `.${basename(target)}.tmp-${process.pid}-${tempCounter.toString(16)}${randomBytes(3).toString('hex')}`);
+}
+
+/** Creates `dir` (and parents) and removes dead runs' debris from it before this run writes there. */
+export async function prepareDir(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true });
+  } catch (err) {
+    throw fsError('cannot create', dir, err);
+  }
+  sweepDeadRunDebris(dir);
+}
+
+/** fsync of a file by path. */
+export async function syncFile(path: string): Promise<void> {
+  const fh = await open(path, 'r+');
+  try { await fh.sync(); } finally { await fh.close(); }
 }
 
 /** Writes a whole buffer/string to `target` atomically (temp file + fsync + rename). */
 export async function writeFileAtomic(target: string, data: string | Uint8Array): Promise<void> {
-  await mkdir(dirname(target), { recursive: true });
+  await prepareDir(dirname(target));
   const tmp = tempPathFor(target);
+  const untrack = trackTemp(tmp);
   try {
     await writeFile(tmp, data);
-    const fh = await open(tmp, 'r+');
-    try { await fh.sync(); } finally { await fh.close(); }
+    await syncFile(tmp);
     await rename(tmp, target);
   } catch (err) {
     await rm(tmp, { force: true });
     throw fsError('cannot write', target, err);
+  } finally {
+    untrack();
   }
 }
 
@@ -38,16 +62,18 @@ export class AtomicFileWriter {
   private failure: Error | undefined;
   private bytes = 0;
   private done = false;
+  private readonly untrack: () => void;
 
   private constructor(target: string) {
     this.target = target;
     this.tempPath = tempPathFor(target);
+    this.untrack = trackTemp(this.tempPath);
     this.stream = createWriteStream(this.tempPath);
     this.stream.on('error', (err) => { this.failure = err; });
   }
 
   static async create(target: string): Promise<AtomicFileWriter> {
-    await mkdir(dirname(target), { recursive: true });
+    await prepareDir(dirname(target));
     return new AtomicFileWriter(target);
   }
 
@@ -90,25 +116,43 @@ export class AtomicFileWriter {
   async commit(): Promise<void> {
     if (this.done) return;
     this.done = true;
-    await new Promise<void>((resolve, reject) => {
-      this.stream.end((err?: Error | null) => (err ? reject(err) : resolve()));
-    }).catch(async (err) => { await rm(this.tempPath, { force: true }); throw fsError('cannot write', this.target, err); });
-    if (this.failure) { await rm(this.tempPath, { force: true }); throw fsError('cannot write', this.target, this.failure); }
     try {
-      const fh = await open(this.tempPath, 'r+');
-      try { await fh.sync(); } finally { await fh.close(); }
+      // A stream that already failed may be destroyed: end() would then never call back.
+      if (this.failure) throw this.failure;
+      await new Promise<void>((resolve, reject) => {
+        this.stream.end((err?: Error | null) => (err ? reject(err) : resolve()));
+      });
+      if (this.failure) throw this.failure;
+      await syncFile(this.tempPath);
       await rename(this.tempPath, this.target);
     } catch (err) {
+      await this.closeStream();
       await rm(this.tempPath, { force: true });
       throw fsError('cannot write', this.target, err);
+    } finally {
+      this.untrack();
     }
   }
 
   async abort(): Promise<void> {
     if (this.done) return;
     this.done = true;
-    await new Promise<void>((resolve) => { this.stream.destroy(); this.stream.once('close', () => resolve()); });
+    await this.closeStream();
     await rm(this.tempPath, { force: true });
+    this.untrack();
+  }
+
+  /**
+   * Destroys the stream and waits until its file descriptor is closed. A stream that failed
+   * (disk full, EACCES) has usually closed already and emits no further 'close': waiting for
+   * one would hang forever, which is how an I/O error once became a silent exit.
+   */
+  private async closeStream(): Promise<void> {
+    if (this.stream.closed) return;
+    await new Promise<void>((resolve) => {
+      this.stream.once('close', () => resolve());
+      this.stream.destroy();
+    });
   }
 }
 

@@ -1,10 +1,11 @@
-import { access, readdir } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../common/errors.js';
 import { checkExternalData } from './onnx-check.js';
+import { GRAPHS, graphFileFor, settleModelDir } from '../model-dir/files.js';
 
-/** The graphs a consumer loads, in load order. */
-export const GRAPHS = ['encoder', 'decoder_init', 'decoder_step'] as const;
+// The graph names and the variant rule live in model-dir/files.ts.
+export { GRAPHS, graphFileFor } from '../model-dir/files.js';
 
 /** Files every archive carries besides the graphs and their weights (when the checkpoint had them). */
 const SUPPORT_FILES = [
@@ -14,27 +15,9 @@ const SUPPORT_FILES = [
 ];
 const REQUIRED_SUPPORT = ['config.json', 'embed_tokens.bin'];
 
-async function exists(path: string): Promise<boolean> {
-  try { await access(path); return true; } catch { return false; }
-}
-
-/**
- * The graph file a consumer asking for `variant` loads: `<graph>.<variant>.onnx`, falling back to
- * the float `<graph>.onnx` (so the float encoder serves every variant).
- */
-export async function graphFileFor(modelDir: string, graph: string, variant: string): Promise<string> {
-  if (variant !== 'fp32') {
-    const suffixed = `${graph}.${variant}.onnx`;
-    if (await exists(join(modelDir, suffixed))) return suffixed;
-    if (graph !== 'encoder') throw new UserError(`${modelDir}: variant ${variant} has no ${suffixed} (run quantize first)`);
-  }
-  const plain = `${graph}.onnx`;
-  if (!(await exists(join(modelDir, plain)))) throw new UserError(`${modelDir}: ${plain} is missing`);
-  return plain;
-}
-
 /** Every file the variant needs (graphs, the data files they reference, config, embeddings, tokenizer), sorted. */
 export async function variantFiles(modelDir: string, variant: string): Promise<string[]> {
+  settleModelDir(modelDir);
   let listing: string[];
   try { listing = await readdir(modelDir); } catch { throw new UserError(`${modelDir}: not a model directory`); }
   const files = new Set<string>();

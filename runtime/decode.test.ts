@@ -178,19 +178,23 @@ describe('repetition guard', () => {
 });
 
 describe('model directory loading', () => {
-  it('picks suffixed variant files and falls back to unsuffixed ones', async () => {
+  it('picks suffixed variant files; only the encoder falls back to the float file', async () => {
     const dir = join(scratch, 'variants');
     await mkdir(dir);
-    for (const f of ['encoder.onnx', 'decoder_init.onnx', 'decoder_init.int4.onnx', 'decoder_step.onnx', 'embed_tokens.bin']) {
+    for (const f of ['encoder.onnx', 'decoder_init.onnx', 'decoder_init.int4.onnx', 'decoder_step.onnx', 'decoder_step.int4.onnx', 'embed_tokens.bin']) {
       await writeFile(join(dir, f), '');
     }
     const int4 = await resolveModelFiles(dir, 'int4');
     expect(int4.decoderInit).toBe(join(dir, 'decoder_init.int4.onnx'));
-    expect(int4.decoderStep).toBe(join(dir, 'decoder_step.onnx'));
+    expect(int4.decoderStep).toBe(join(dir, 'decoder_step.int4.onnx'));
     expect(int4.encoder).toBe(join(dir, 'encoder.onnx'));
     expect((await resolveModelFiles(dir, 'fp32')).decoderInit).toBe(join(dir, 'decoder_init.onnx'));
-    await rm(join(dir, 'decoder_step.onnx'));
-    await expect(resolveModelFiles(dir, 'int4')).rejects.toThrow(/no decoder_step\.int4\.onnx or decoder_step\.onnx/);
+    // A decoder of the variant that is absent is an error naming it, never the float file in its place.
+    await rm(join(dir, 'decoder_step.int4.onnx'));
+    await expect(resolveModelFiles(dir, 'int4')).rejects.toThrow(/variant int4 has no decoder_step\.int4\.onnx/);
+    await expect(resolveModelFiles(dir, 'int8')).rejects.toThrow(/variant int8 has no decoder_init\.int8\.onnx/);
+    await rm(join(dir, 'encoder.onnx'));
+    await expect(resolveModelFiles(dir, 'fp32')).rejects.toThrow(/encoder\.onnx is missing/);
   });
 
   it('names the file when the directory is not a model directory', async () => {

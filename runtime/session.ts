@@ -5,6 +5,7 @@ import { UserError, fsError } from '../common/errors.js';
 import { f16BytesToF32 } from '../common/float16.js';
 import { OutputConfigSchema, readJsonWith, type OutputConfig } from '../checkpoint/config.js';
 import { Tokenizer } from './tokenizer.js';
+import { EMBED_TOKENS_BIN, graphFileFor, settleModelDir } from '../model-dir/files.js';
 
 /**
  * A loaded model directory (CONTRACT.md "Output"): config.json, the three onnxruntime
@@ -39,20 +40,18 @@ async function isFile(path: string): Promise<boolean> {
   try { return (await stat(path)).isFile(); } catch { return false; }
 }
 
-/** Picks the graph files of a variant (suffixed first, then unsuffixed, as the consumers do). */
+/**
+ * Picks the graph files of a variant by the model directory's rule (model-dir/files.ts): the
+ * suffixed decoders must exist; only the encoder may fall back to the float file.
+ */
 export async function resolveModelFiles(dir: string, variant: Variant = 'fp32'): Promise<ModelFiles> {
-  if (!/^[A-Za-z0-9_]+$/.test(variant)) throw new UserError(`--variant: invalid variant name "${variant}"`);
-  const pick = async (base: string): Promise<string> => {
-    const candidates = variant === 'fp32' ? [`${base}.onnx`] : [`${base}.${variant}.onnx`, `${base}.onnx`];
-    for (const name of candidates) if (await isFile(join(dir, name))) return join(dir, name);
-    throw new UserError(`${dir}: no ${candidates.join(' or ')} (not a qwen3-onnx model directory?)`);
-  };
-  const embedTokens = join(dir, 'embed_tokens.bin');
-  if (!(await isFile(embedTokens))) throw new UserError(`${dir}: no embed_tokens.bin (not a qwen3-onnx model directory?)`);
+  settleModelDir(dir);
+  const embedTokens = join(dir, EMBED_TOKENS_BIN);
+  if (!(await isFile(embedTokens))) throw new UserError(`${dir}: no ${EMBED_TOKENS_BIN} (not a qwen3-onnx model directory?)`);
   return {
-    encoder: await pick('encoder'),
-    decoderInit: await pick('decoder_init'),
-    decoderStep: await pick('decoder_step'),
+    encoder: join(dir, await graphFileFor(dir, 'encoder', variant)),
+    decoderInit: join(dir, await graphFileFor(dir, 'decoder_init', variant)),
+    decoderStep: join(dir, await graphFileFor(dir, 'decoder_step', variant)),
     embedTokens,
   };
 }

@@ -1,0 +1,88 @@
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { LOCK_FILE } from '../common/dir-lock.js';
+import { TEMP_NAME, sweepDeadRunDebris } from '../common/debris.js';
+import { UserError, fsError } from '../common/errors.js';
+
+/**
+ * The files of a split-layout model directory (shared/CONTRACT.md) that qwen3-onnx writes, and the
+ * rule for which graph file a variant loads. Every stage that needs to know whether a file in a
+ * model directory is the tool's asks here.
+ */
+
+/** The graphs a consumer loads, in load order. */
+export const GRAPHS = ['encoder', 'decoder_init', 'decoder_step'] as const;
+export type GraphName = (typeof GRAPHS)[number];
+
+export const CONFIG_FILE = 'config.json';
+export const EXPORT_RECORD = 'export-record.json';
+export const EMBED_TOKENS_BIN = 'embed_tokens.bin';
+
+/** Tokenizer, processor and template files export copies (or derives) from the checkpoint. */
+export const TOKENIZER_AND_PROCESSOR_FILES: readonly string[] = [
+  'added_tokens.json', 'chat_template.jinja', 'chat_template.json', 'generation_config.json', 'merges.txt',
+  'preprocessor_config.json', 'processor_config.json', 'special_tokens_map.json', 'tokenizer.json',
+  'tokenizer_config.json', 'vocab.json',
+];
+
+const FIXED_NAMES = new Set<string>([
+  CONFIG_FILE, EXPORT_RECORD, EMBED_TOKENS_BIN, LOCK_FILE,
+  'encoder.onnx', 'encoder_weights.data', 'decoder_init.onnx', 'decoder_step.onnx', 'decoder_weights.data',
+  ...TOKENIZER_AND_PROCESSOR_FILES,
+]);
+/** Quantised variants beside the float files: `<graph>.<variant>.onnx`, `<part>_weights.<variant>.data`. */
+const VARIANT_NAME = /^((encoder|decoder_init|decoder_step)\.[a-z0-9]+\.onnx|(encoder|decoder)_weights\.[a-z0-9]+\.data)$/;
+
+/** Whether `name` is a file qwen3-onnx writes into a model directory (or one of its temp/lock files). */
+export function isToolFile(name: string): boolean {
+  return FIXED_NAMES.has(name) || VARIANT_NAME.test(name) || TEMP_NAME.test(name);
+}
+
+/**
+ * Refuses to replace `dir` unless qwen3-onnx wrote it: it must hold export-record.json (the mark
+ * every export leaves) and nothing the tool does not write. `flag` names the option at fault.
+ */
+export async function assertToolWrittenDir(dir: string, flag: string): Promise<void> {
+  let names: string[];
+  try { names = (await readdir(dir)).sort(); } catch (err) { throw fsError('cannot read', dir, err); }
+  if (names.length === 0) return;
+  if (!names.includes(EXPORT_RECORD)) {
+    throw new UserError(`${flag} ${dir}: not a model directory written by qwen3-onnx (no ${EXPORT_RECORD}); refusing to replace it`);
+  }
+  for (const name of names) {
+    const s = await stat(join(dir, name));
+    if (!isToolFile(name) || (s.isDirectory() && !TEMP_NAME.test(name))) {
+      throw new UserError(`${flag} ${dir}: holds ${name}, which qwen3-onnx did not write; refusing to replace the directory (move it away first)`);
+    }
+  }
+}
+
+/**
+ * Settles what dead runs left in a model directory before it is read (a quantize killed after
+ * staging its files is rolled forward, half-written temp files removed; common/debris.ts).
+ */
+export function settleModelDir(dir: string): void {
+  sweepDeadRunDebris(dir);
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try { return (await stat(path)).isFile(); } catch { return false; }
+}
+
+/**
+ * The graph file (name inside `dir`) a consumer asking for `variant` loads. fp32: `<graph>.onnx`.
+ * Another variant: `<graph>.<variant>.onnx`; the split contract lets the float encoder serve every
+ * variant, so only the encoder falls back to `encoder.onnx`. An absent decoder of the variant is an
+ * error naming the missing file, never a silent fall back to float.
+ */
+export async function graphFileFor(dir: string, graph: GraphName, variant: string): Promise<string> {
+  if (!/^[a-z0-9]+$/.test(variant)) throw new UserError(`--variant must be like fp32 or int4, got "${variant}"`);
+  const plain = `${graph}.onnx`;
+  if (variant !== 'fp32') {
+    const suffixed = `${graph}.${variant}.onnx`;
+    if (await isFile(join(dir, suffixed))) return suffixed;
+    if (graph !== 'encoder') throw new UserError(`${dir}: variant ${variant} has no ${suffixed} (run quantize first)`);
+  }
+  if (!(await isFile(join(dir, plain)))) throw new UserError(`${dir}: ${plain} is missing (not a qwen3-onnx model directory?)`);
+  return plain;
+}
