@@ -1,14 +1,18 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError, Option } from 'commander';
+import { UserError } from '../common/errors.js';
 import { DEFAULT_MAX_NEW_TOKENS, transcribeFile, type Transcription } from '../runtime/decode.js';
 import { resolveLanguage } from '../runtime/prompt.js';
+import { DEFAULT_SEGMENT_SECONDS, MAX_SEGMENT_SECONDS_FLAG, MIN_SEGMENT_SECONDS_FLAG } from '../runtime/segment.js';
 import { AsrModel, VARIANTS } from '../runtime/session.js';
-import { emitResult, intOption, progressFor, type CommonOptions } from './output.js';
+import { emitResult, intOption, progressFor, threadsOption, type CommonOptions } from './output.js';
 
 /**
  * `qwen3-onnx transcribe --model-dir DIR FILE...`: greedy transcription of WAV files with an
  * exported model directory (onnxruntime on CPU). Prints the text of each file, or with --json
- * the tokens, text, language and timings.
+ * the tokens, text, language and timings. Long audio is decoded in segments cut at quiet points
+ * (runtime/segment.ts). In a batch, a file that cannot be read is reported on stderr (one line
+ * naming it) and the others still run; the command then exits non-zero.
  */
 
 export interface TranscribeCliOptions extends CommonOptions {
@@ -17,14 +21,19 @@ export interface TranscribeCliOptions extends CommonOptions {
   language?: string;
   context?: string;
   maxNewTokens: number;
+  maxSegmentSeconds: number;
   threads?: number;
 }
+
+/** A file of a batch that could not be transcribed, and the one-line reason. */
+export interface FileFailure { file: string; error: string }
 
 export interface TranscribeReport {
   modelDir: string;
   variant: string;
   loadMs: number;
   files: Transcription[];
+  failures: FileFailure[];
 }
 
 export function positiveInt(flag: string): (value: string) => number {
@@ -36,26 +45,73 @@ export function positiveInt(flag: string): (value: string) => number {
   };
 }
 
-export async function runTranscribe(files: string[], opts: TranscribeCliOptions): Promise<TranscribeReport> {
+/** Parses a number of seconds within [min, max]. */
+export function secondsOption(flag: string, min: number, max: number): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
+      throw new InvalidArgumentError(`${flag} must be a number of seconds from ${min} to ${max}, got "${value}"`);
+    }
+    return n;
+  };
+}
+
+/** A UserError's message, naming `file` when the message does not already. */
+export function failureLine(file: string, err: UserError): string {
+  return err.message.includes(file) ? err.message : `${file}: ${err.message}`;
+}
+
+/**
+ * Reports a batch's failures: each file's line went to `onFailure` as it happened; a single
+ * file's error is rethrown as it was, a batch ends with one summary error (non-zero exit).
+ */
+export function batchError(failures: readonly FileFailure[], total: number, single: UserError | undefined): UserError | undefined {
+  if (failures.length === 0) return undefined;
+  if (total === 1 && single) return single;
+  return new UserError(`${failures.length} of ${total} files failed (see the lines above)`);
+}
+
+export async function runTranscribe(
+  files: string[], opts: TranscribeCliOptions, onFailure: (f: FileFailure) => void = () => {},
+): Promise<TranscribeReport & { error?: UserError }> {
   const language = resolveLanguage(opts.language);
   const progress = progressFor(opts);
   const model = await AsrModel.load(opts.modelDir, { variant: opts.variant, threads: opts.threads });
   try {
     const results: Transcription[] = [];
+    const failures: FileFailure[] = [];
+    let last: UserError | undefined;
     for (const [i, file] of files.entries()) {
       progress.update('transcribe', i, files.length);
-      results.push(await transcribeFile(model, file, { language, context: opts.context, maxNewTokens: opts.maxNewTokens }));
+      try {
+        results.push(await transcribeFile(model, file, {
+          language, context: opts.context, maxNewTokens: opts.maxNewTokens, maxSegmentSeconds: opts.maxSegmentSeconds,
+        }));
+      } catch (err) {
+        if (!(err instanceof UserError)) throw err;
+        last = err;
+        const failure = { file, error: failureLine(file, err) };
+        failures.push(failure);
+        // A lone file's error is the command's own one line; in a batch each gets its line now.
+        if (files.length > 1) onFailure(failure);
+      }
     }
     progress.update('transcribe', files.length, files.length);
     progress.finish();
-    return { modelDir: opts.modelDir, variant: opts.variant, loadMs: model.loadMs, files: results };
+    const error = batchError(failures, files.length, last);
+    return { modelDir: opts.modelDir, variant: opts.variant, loadMs: model.loadMs, files: results, failures, ...(error ? { error } : {}) };
   } finally {
     await model.release();
   }
 }
 
+/** Writes a batch failure as the CLI's one-line error format. */
+export function printFailure(f: FileFailure): void {
+  process.stderr.write(`qwen3-onnx: error: ${f.error}\n`);
+}
+
 export function formatTranscriptions(report: TranscribeReport): string {
-  if (report.files.length === 1) return report.files[0].text;
+  if (report.files.length === 1 && report.failures.length === 0) return report.files[0].text;
   return report.files.map((f) => `${f.file}: ${f.text}`).join('\n');
 }
 
@@ -69,10 +125,13 @@ export function register(program: Command): void {
     .option('--language <name>', 'force the output language (e.g. English); default: detect')
     .option('--context <text>', 'context text for the system turn (names, terms) to bias recognition')
     .option('--max-new-tokens <n>', 'stop after this many generated tokens', positiveInt('--max-new-tokens'), DEFAULT_MAX_NEW_TOKENS)
-    .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)', positiveInt('--threads'))
+    .option('--max-segment-seconds <s>', `cut longer audio at quiet points into segments of about this length, decoded one by one (${MIN_SEGMENT_SECONDS_FLAG}-${MAX_SEGMENT_SECONDS_FLAG})`,
+      secondsOption('--max-segment-seconds', MIN_SEGMENT_SECONDS_FLAG, MAX_SEGMENT_SECONDS_FLAG), DEFAULT_SEGMENT_SECONDS)
+    .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)', threadsOption())
     .option('--json', 'machine-readable output (tokens, text, language, timings) on stdout')
     .action(async (files: string[], opts: TranscribeCliOptions) => {
-      const report = await runTranscribe(files, opts);
-      emitResult(opts, report, () => formatTranscriptions(report));
+      const { error, ...report } = await runTranscribe(files, opts, printFailure);
+      if (!(error && files.length === 1)) emitResult(opts, report, () => formatTranscriptions(report));
+      if (error) throw error;
     });
 }

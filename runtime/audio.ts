@@ -1,7 +1,7 @@
 import { UserError } from '../common/errors.js';
 import { minMelSamples } from './mel.js';
-import { resample } from './resample.js';
-import { readWav } from './wav.js';
+import { resample, StreamingResampler } from './resample.js';
+import { streamWav, type WavFormat } from './wav.js';
 
 export const MODEL_SAMPLE_RATE = 16000;
 
@@ -17,21 +17,56 @@ export interface LoadedAudio {
 /**
  * Loads a WAV file the way the official pipeline prepares audio (normalize_audio_input):
  * mono by averaging channels, resampled to 16 kHz, then divided by its peak when the
- * peak exceeds 1 and clipped to [-1, 1].
+ * peak exceeds 1 and clipped to [-1, 1]. The file is decoded and resampled block by block,
+ * so only the 16 kHz result is ever held whole (64 kB per second of audio).
  */
 export async function loadAudio(file: string): Promise<LoadedAudio> {
-  const wav = await readWav(file);
-  if (!wav.samples.every(Number.isFinite)) throw new UserError(`${file}: contains NaN or infinite samples`);
-  const samples = prepareSamples(wav.samples, wav.sampleRate);
+  let format: WavFormat | undefined;
+  let resampler: StreamingResampler | undefined;
+  let out = new Float32Array(0);
+  let length = 0;
+  let finite = true;
+  const append = (block: Float32Array): void => {
+    if (length + block.length > out.length) {
+      const grown = new Float32Array(Math.max(length + block.length, 2 * out.length));
+      grown.set(out.subarray(0, length));
+      out = grown;
+    }
+    out.set(block, length);
+    length += block.length;
+  };
+  streamWav(file, {
+    begin(f, frames) {
+      format = f;
+      resampler = new StreamingResampler(f.sampleRate, MODEL_SAMPLE_RATE);
+      out = new Float32Array(frames === undefined ? 0 : resampler.outputLength(frames));
+    },
+    samples(block) {
+      if (finite && !block.every(Number.isFinite)) finite = false;
+      // NaN would spread through the filter; the file is refused below anyway.
+      if (finite) append((resampler as StreamingResampler).push(block));
+    },
+  });
+  if (!finite) throw new UserError(`${file}: contains NaN or infinite samples`);
+  append((resampler as StreamingResampler).finish());
+  const samples = length === out.length ? out : out.slice(0, length);
+  normalisePeak(samples);
   if (samples.length < minMelSamples()) {
     throw new UserError(`${file}: audio too short (${samples.length} samples at 16 kHz; need at least ${minMelSamples()})`);
   }
-  return { samples, sourceRate: wav.sampleRate, sourceChannels: wav.channels, durationS: samples.length / MODEL_SAMPLE_RATE };
+  const f = format as WavFormat;
+  return { samples, sourceRate: f.sampleRate, sourceChannels: f.channels, durationS: samples.length / MODEL_SAMPLE_RATE };
 }
 
 /** Resamples mono samples to 16 kHz and applies the official float-range normalisation. */
 export function prepareSamples(mono: Float32Array, sampleRate: number): Float32Array {
   const audio = sampleRate === MODEL_SAMPLE_RATE ? mono.slice() : resample(mono, sampleRate, MODEL_SAMPLE_RATE);
+  normalisePeak(audio);
+  return audio;
+}
+
+/** Divides by the peak and clips to [-1, 1] when the peak exceeds 1 (in place). */
+function normalisePeak(audio: Float32Array): void {
   let peak = 0;
   for (let i = 0; i < audio.length; i += 1) {
     const a = Math.abs(audio[i]);
@@ -40,5 +75,4 @@ export function prepareSamples(mono: Float32Array, sampleRate: number): Float32A
   if (peak > 1) {
     for (let i = 0; i < audio.length; i += 1) audio[i] = Math.max(-1, Math.min(1, audio[i] / peak));
   }
-  return audio;
 }

@@ -3,6 +3,7 @@ import { UserError } from '../common/errors.js';
 import { loadAudio } from './audio.js';
 import { logMelSpectrogram, type LogMel } from './mel.js';
 import { buildPrompt, endsInRepeatedCycle, parseAsrOutput, type Prompt } from './prompt.js';
+import { DEFAULT_SEGMENT_SECONDS, joinSegmentTexts, mergeLanguages, segmentBounds, segmentSamples } from './segment.js';
 import type { AsrModel } from './session.js';
 
 /**
@@ -41,9 +42,29 @@ export interface GreedyResult {
 export interface TranscribeOptions {
   language?: string;
   context?: string;
+  /** New tokens per segment. */
   maxNewTokens?: number;
   repetitionGuard?: boolean;
+  /** Nominal segment length for long audio (runtime/segment.ts); default DEFAULT_SEGMENT_SECONDS. */
+  maxSegmentSeconds?: number;
 }
+
+/** One segment of a long recording, decoded on its own (same context and language). */
+export interface SegmentTranscription {
+  /** Where it starts in the 16 kHz audio, and how long it is (before any padding). */
+  offsetS: number;
+  durationS: number;
+  melFrames: number;
+  audioTokens: number;
+  /** Length of the prompt decoder_init took (audio tokens + template). */
+  promptTokens: number;
+  tokens: number;
+  language: string;
+  text: string;
+  stopReason: StopReason;
+}
+
+export type StopReason = 'eos' | 'max_new_tokens' | 'repetition';
 
 export interface Timings {
   /** Model load (only in results of a freshly loaded model). */
@@ -61,17 +82,24 @@ export interface Timings {
 
 export interface Transcription {
   file?: string;
+  /** Languages of the segments, consecutive repeats merged (`English`, `Chinese,English`). */
   language: string;
+  /** The segments' texts joined. */
   text: string;
-  /** The decoded output before parsing (`language X<asr_text>...`, special tokens removed). */
+  /** The decoded outputs before parsing (`language X<asr_text>...`, special tokens removed), one line per segment. */
   raw: string;
+  /** Generated ids of every segment, in order. */
   tokens: number[];
+  /** Every segment ended at an EOS. */
   stoppedAtEos: boolean;
-  /** Why generation ended: an EOS token, --max-new-tokens, or the repetition guard. */
-  stopReason: 'eos' | 'max_new_tokens' | 'repetition';
+  /** Why generation ended (the first segment that did not end at an EOS decides): an EOS token, --max-new-tokens, or the repetition guard. */
+  stopReason: StopReason;
   audioSeconds: number;
+  /** Summed over the segments. */
   melFrames: number;
   audioTokens: number;
+  segments: SegmentTranscription[];
+  /** Summed over the segments (stepMs: every step of every segment). */
   timings: Timings;
 }
 
@@ -157,35 +185,65 @@ export async function greedyDecode(model: AsrModel, prompt: Prompt, audioFeature
   return { tokens, stoppedAtEos: false, stoppedByRepetitionGuard: false, prefillMs, stepMs };
 }
 
-/** Transcribes 16 kHz mono samples. */
+/**
+ * Transcribes 16 kHz mono samples. Audio longer than the segment length is cut at quiet points
+ * (runtime/segment.ts) and each segment is decoded on its own with the same context and
+ * language, as the official package does; the texts are joined and the languages merged.
+ */
 export async function transcribeSamples(model: AsrModel, samples: Float32Array, opts: TranscribeOptions = {}, audioMs = 0): Promise<Transcription> {
-  let t0 = performance.now();
-  const mel = logMelSpectrogram(samples);
-  const melMs = performance.now() - t0;
-  t0 = performance.now();
-  const features = await runEncoder(model, mel);
-  const encoderMs = performance.now() - t0;
-  const prompt = buildPrompt(model.tokenizer, { audioTokens: features.dims[1], context: opts.context, language: opts.language });
-  const result = await greedyDecode(model, prompt, features, {
-    maxNewTokens: opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS,
-    repetitionGuard: opts.repetitionGuard,
-  });
-  const raw = model.tokenizer.decode(result.tokens, { skipSpecialTokens: true });
-  const parsed = parseAsrOutput(raw, opts.language);
+  const bounds = segmentBounds(samples, 16000, opts.maxSegmentSeconds ?? DEFAULT_SEGMENT_SECONDS);
+  const segments: SegmentTranscription[] = [];
+  const raws: string[] = [];
+  const tokens: number[] = [];
+  const stepMs: number[] = [];
+  let melMs = 0;
+  let encoderMs = 0;
+  let prefillMs = 0;
+  for (const seg of bounds) {
+    let t0 = performance.now();
+    const mel = logMelSpectrogram(segmentSamples(samples, seg, 16000, bounds.length > 1));
+    melMs += performance.now() - t0;
+    t0 = performance.now();
+    const features = await runEncoder(model, mel);
+    encoderMs += performance.now() - t0;
+    const prompt = buildPrompt(model.tokenizer, { audioTokens: features.dims[1], context: opts.context, language: opts.language });
+    const result = await greedyDecode(model, prompt, features, {
+      maxNewTokens: opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS,
+      repetitionGuard: opts.repetitionGuard,
+    });
+    prefillMs += result.prefillMs;
+    stepMs.push(...result.stepMs);
+    tokens.push(...result.tokens);
+    const raw = model.tokenizer.decode(result.tokens, { skipSpecialTokens: true });
+    raws.push(raw);
+    const parsed = parseAsrOutput(raw, opts.language);
+    segments.push({
+      offsetS: seg.start / 16000,
+      durationS: (seg.end - seg.start) / 16000,
+      melFrames: mel.frames,
+      audioTokens: features.dims[1],
+      promptTokens: prompt.ids.length,
+      tokens: result.tokens.length,
+      language: parsed.language,
+      text: parsed.text,
+      stopReason: result.stoppedAtEos ? 'eos' : result.stoppedByRepetitionGuard ? 'repetition' : 'max_new_tokens',
+    });
+  }
   const audioSeconds = samples.length / 16000;
-  const totalMs = audioMs + melMs + encoderMs + result.prefillMs + result.stepMs.reduce((a, b) => a + b, 0);
+  const totalMs = audioMs + melMs + encoderMs + prefillMs + stepMs.reduce((a, b) => a + b, 0);
   return {
-    language: parsed.language,
-    text: parsed.text,
-    raw,
-    tokens: result.tokens,
-    stoppedAtEos: result.stoppedAtEos,
-    stopReason: result.stoppedAtEos ? 'eos' : result.stoppedByRepetitionGuard ? 'repetition' : 'max_new_tokens',
+    language: mergeLanguages(segments.map((s) => s.language)),
+    text: joinSegmentTexts(segments.map((s) => s.text)),
+    raw: raws.join('\n'),
+    tokens,
+    stoppedAtEos: segments.every((s) => s.stopReason === 'eos'),
+    stopReason: segments.find((s) => s.stopReason !== 'eos')?.stopReason ?? 'eos',
     audioSeconds,
-    melFrames: mel.frames,
-    audioTokens: features.dims[1],
+    melFrames: segments.reduce((n, s) => n + s.melFrames, 0),
+    audioTokens: segments.reduce((n, s) => n + s.audioTokens, 0),
+    segments,
     timings: {
-      audioMs, melMs, encoderMs, prefillMs: result.prefillMs, stepMs: result.stepMs, totalMs,
+      audioMs, melMs, encoderMs, prefillMs, stepMs, totalMs,
       realTimeFactor: audioSeconds > 0 ? totalMs / 1000 / audioSeconds : 0,
     },
   };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { besselI0, resample } from './resample.js';
+import { besselI0, resample, StreamingResampler } from './resample.js';
 
 function tone(n: number, rate: number, hz: number, amp = 0.5): Float32Array {
   return Float32Array.from({ length: n }, (_, i) => amp * Math.sin((2 * Math.PI * hz * i) / rate));
@@ -75,5 +75,51 @@ describe('resample', () => {
     expect(besselI0(0)).toBe(1);
     expect(besselI0(1)).toBeCloseTo(1.2660658777520082, 14);
     expect(besselI0(9)).toBeCloseTo(1093.5883545113745, 9);
+  });
+});
+
+describe('StreamingResampler', () => {
+  // Pseudo-random blocks of 1..5000 samples, so block edges fall everywhere relative to the taps.
+  function blocksOf(x: Float32Array, seed: number): Float32Array[] {
+    const out: Float32Array[] = [];
+    let state = seed;
+    for (let at = 0; at < x.length;) {
+      state = (state * 1103515245 + 12345) % 2147483648;
+      const n = 1 + (state % 5000);
+      out.push(x.subarray(at, at + n));
+      at += n;
+    }
+    return out;
+  }
+  const noise = (n: number): Float32Array => {
+    let s = 7;
+    return Float32Array.from({ length: n }, () => { s = (s * 16807) % 2147483647; return s / 2147483647 - 0.5; });
+  };
+  for (const [from, to] of [[44100, 16000], [8000, 16000], [48000, 16000], [22050, 16000], [16001, 16000], [384000, 16000], [16000, 16000]]) {
+    it(`block by block equals resample() bit for bit (${from} -> ${to} Hz)`, () => {
+      const x = noise(from === 384000 ? 100000 : 30011);
+      const whole = resample(x, from, to);
+      const r = new StreamingResampler(from, to);
+      const parts = blocksOf(x, from).map((b) => r.push(b));
+      parts.push(r.finish());
+      const joined = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+      let at = 0;
+      for (const p of parts) { joined.set(p, at); at += p.length; }
+      expect(joined.length).toBe(whole.length);
+      expect(r.outputLength(x.length)).toBe(whole.length);
+      let mismatches = 0;
+      for (let i = 0; i < whole.length; i += 1) if (joined[i] !== whole[i]) mismatches += 1;
+      expect(mismatches).toBe(0);
+    });
+  }
+
+  it('holds only about one filter length of input between pushes', () => {
+    const r = new StreamingResampler(44100, 16000);
+    const x = noise(44100);
+    for (let at = 0; at < x.length; at += 4410) r.push(x.subarray(at, at + 4410));
+    // The kernel spans 2 * ceil(32 / (2 * cutoff)) taps: a few hundred input samples, not the second pushed.
+    const pending = (r as unknown as { pending: Float32Array }).pending.length;
+    expect(pending).toBeGreaterThan(0);
+    expect(pending).toBeLessThan(400);
   });
 });

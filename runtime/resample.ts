@@ -124,3 +124,88 @@ function gcd(a: number, b: number): number {
   while (b) [a, b] = [b, a % b];
   return a;
 }
+
+/**
+ * The same conversion fed block by block: `push` returns the output samples whose input
+ * window is complete, `finish` the rest. Concatenated, the blocks equal `resample(input)`
+ * bit for bit, while only one filter length of input is held (so a long file never needs its
+ * source-rate samples in memory at once).
+ */
+export class StreamingResampler {
+  private readonly up: number;
+  private readonly down: number;
+  private readonly taps: number;
+  private readonly half: number;
+  private readonly bank: Float64Array | undefined;
+  /** Input not yet consumed; pending[0] is input sample `pendingStart`. */
+  private pending = new Float32Array(0);
+  private pendingStart = 0;
+  private received = 0;
+  /** Next output index, and floor(n * down / up) and (n * down) mod up for it. */
+  private n = 0;
+  private whole = 0;
+  private phase = 0;
+
+  constructor(readonly fromRate: number, readonly toRate: number) {
+    if (!(Number.isInteger(fromRate) && fromRate > 0 && Number.isInteger(toRate) && toRate > 0)) {
+      throw new RangeError(`sample rates must be positive integers, got ${fromRate} -> ${toRate}`);
+    }
+    const g = gcd(fromRate, toRate);
+    this.up = toRate / g;
+    this.down = fromRate / g;
+    const cutoff = 0.5 * Math.min(1, this.up / this.down) * ROLLOFF;
+    const halfWidth = ZERO_CROSSINGS / (2 * cutoff);
+    this.taps = 2 * Math.ceil(halfWidth);
+    this.half = this.taps / 2;
+    this.bank = fromRate === toRate ? undefined : buildBank(this.up, this.taps, cutoff, halfWidth);
+  }
+
+  /** Output length for `inputLength` input samples (as resample). */
+  outputLength(inputLength: number): number {
+    return this.bank ? Math.ceil((inputLength * this.up) / this.down) : inputLength;
+  }
+
+  push(block: Float32Array): Float32Array {
+    if (!this.bank) { this.received += block.length; this.n += block.length; return block.slice(); }
+    const joined = new Float32Array(this.pending.length + block.length);
+    joined.set(this.pending);
+    joined.set(block, this.pending.length);
+    this.pending = joined;
+    this.received += block.length;
+    // Output n is complete once its last tap, whole - half + taps, has arrived.
+    return this.emit((whole) => whole + this.half < this.received, Infinity);
+  }
+
+  finish(): Float32Array {
+    if (!this.bank) return new Float32Array(0);
+    return this.emit(() => true, this.outputLength(this.received));
+  }
+
+  private emit(ready: (whole: number) => boolean, limit: number): Float32Array {
+    const bank = this.bank as Float64Array;
+    const { taps, half, up, down } = this;
+    const out: number[] = [];
+    const last = this.received - 1;
+    while (this.n < limit && ready(this.whole)) {
+      const base = this.whole - half + 1;
+      const coef = this.phase * taps;
+      const mStart = Math.max(0, -base);
+      const mEnd = Math.min(taps, last - base + 1);
+      const offset = base - this.pendingStart;
+      let acc = 0;
+      for (let m = mStart; m < mEnd; m += 1) acc += bank[coef + m] * this.pending[offset + m];
+      out.push(acc);
+      this.n += 1;
+      this.phase += down;
+      this.whole += Math.floor(this.phase / up);
+      this.phase %= up;
+    }
+    // Keep only the input the next output can still read.
+    const keepFrom = Math.max(0, Math.min(this.received, this.whole - half + 1));
+    if (keepFrom > this.pendingStart) {
+      this.pending = this.pending.slice(keepFrom - this.pendingStart);
+      this.pendingStart = keepFrom;
+    }
+    return Float32Array.from(out);
+  }
+}

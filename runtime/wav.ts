@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { UserError, fsError } from '../common/errors.js';
 
 /** Decoded audio: interleaved channels already mixed down to one. */
@@ -10,7 +10,7 @@ export interface MonoAudio {
 }
 
 /** The fmt chunk, reduced to what decoding needs. */
-interface WavFormat {
+export interface WavFormat {
   /** 'int' for PCM (unsigned 8-bit, signed 16/24/32-bit), 'float' for IEEE float 32/64-bit. */
   kind: 'int' | 'float';
   channels: number;
@@ -19,6 +19,16 @@ interface WavFormat {
   bytesPerSample: number;
 }
 
+/** Sample rates the reader accepts: telephone-grade 1 kHz up to studio 384 kHz. */
+export const MIN_SAMPLE_RATE = 1000;
+export const MAX_SAMPLE_RATE = 384000;
+/**
+ * Longest audio one file may hold. Transcription memory grows linearly with duration (the
+ * 16 kHz samples, 64 kB per second, plus one segment at a time), so this bounds it: 3 hours
+ * = 173 M samples, 0.7 GB.
+ */
+export const MAX_AUDIO_SECONDS = 3 * 3600;
+
 const WAVE_FORMAT_PCM = 0x0001;
 const WAVE_FORMAT_IEEE_FLOAT = 0x0003;
 const WAVE_FORMAT_EXTENSIBLE = 0xfffe;
@@ -26,16 +36,105 @@ const WAVE_FORMAT_EXTENSIBLE = 0xfffe;
 const SUBTYPE_GUID_TAIL = [0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x80, 0x00, 0x00, 0xaa, 0x00, 0x38, 0x9b, 0x71];
 /** Streaming writers leave this in size fields they never patched. */
 const UNKNOWN_SIZE = 0xffffffff;
+/** A fmt chunk is 16-40 bytes; anything far larger is not one worth reading into memory. */
+const MAX_FMT_BYTES = 4096;
+/** Bytes of sample data decoded per read (rounded down to whole frames). */
+const READ_BLOCK_BYTES = 1 << 20;
 
-/** Reads a WAV file and mixes it down to mono float samples in [-1, 1]. */
+/**
+ * Sequential bytes from a buffer or a file descriptor. `remaining` is known for buffers and
+ * regular files (so sizes are checked before anything is read) and undefined for pipes and
+ * devices (read until they end, within the bounds above).
+ */
+interface ByteSource {
+  readonly remaining: number | undefined;
+  /** Up to n bytes; fewer only at the end. */
+  read(n: number): Uint8Array;
+  skip(n: number): number;
+}
+
+class BufferSource implements ByteSource {
+  private at = 0;
+  constructor(private readonly bytes: Uint8Array) {}
+  get remaining(): number { return this.bytes.byteLength - this.at; }
+  read(n: number): Uint8Array {
+    const out = this.bytes.subarray(this.at, Math.min(this.bytes.byteLength, this.at + n));
+    this.at += out.byteLength;
+    return out;
+  }
+  skip(n: number): number { return this.read(n).byteLength; }
+}
+
+class FileSource implements ByteSource {
+  private at = 0;
+  constructor(private readonly fd: number, private readonly file: string, private readonly size: number | undefined) {}
+  get remaining(): number | undefined { return this.size === undefined ? undefined : this.size - this.at; }
+  read(n: number): Uint8Array {
+    const out = Buffer.allocUnsafe(n);
+    let got = 0;
+    while (got < n) {
+      let k: number;
+      try {
+        k = readSync(this.fd, out, got, n - got, this.size === undefined ? null : this.at);
+      } catch (err) {
+        throw fsError('cannot read audio', this.file, err);
+      }
+      if (k === 0) break;
+      got += k;
+      this.at += k;
+    }
+    return out.subarray(0, got);
+  }
+  skip(n: number): number {
+    if (this.size !== undefined) {
+      const k = Math.min(n, this.size - this.at);
+      this.at += k;
+      return k;
+    }
+    let skipped = 0;
+    while (skipped < n) {
+      const k = this.read(Math.min(READ_BLOCK_BYTES, n - skipped)).byteLength;
+      if (k === 0) break;
+      skipped += k;
+    }
+    return skipped;
+  }
+}
+
+/** What a sink receives while the data chunk is decoded. */
+export interface WavSink {
+  /** Called once, after the header is read and checked, before any sample is decoded. */
+  begin(format: WavFormat, frames: number | undefined): void;
+  /** Mono samples in file order (the block is reused: copy what you keep). */
+  samples(block: Float32Array): void;
+}
+
+/**
+ * Reads a WAV file and mixes it down to mono float samples in [-1, 1]. The header is read and
+ * checked from the first bytes (a non-WAV file, however large, costs 12 bytes), the data is
+ * decoded in 1 MiB blocks, and pipes or devices are read sequentially within the same bounds.
+ */
 export async function readWav(file: string): Promise<MonoAudio> {
-  let bytes: Buffer;
+  const collected = collectingSink();
+  streamWav(file, collected.sink);
+  return collected.result();
+}
+
+/** Decodes a WAV file block by block into `sink` (see readWav). */
+export function streamWav(file: string, sink: WavSink): void {
+  let fd: number;
   try {
-    bytes = await readFile(file);
+    fd = openSync(file, 'r');
   } catch (err) {
     throw fsError('cannot read audio', file, err);
   }
-  return decodeWav(bytes, file);
+  try {
+    const stat = fstatSync(fd);
+    if (stat.isDirectory()) throw new UserError(`cannot read audio ${file}: is a directory`);
+    decodeFrom(new FileSource(fd, file, stat.isFile() ? stat.size : undefined), file, sink);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**
@@ -44,62 +143,146 @@ export async function readWav(file: string): Promise<MonoAudio> {
  * source in error messages.
  */
 export function decodeWav(bytes: Uint8Array, file: string): MonoAudio {
-  const fail = (why: string): UserError => new UserError(`${file}: ${why}`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const tag = (at: number): string => String.fromCharCode(bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]);
+  const collected = collectingSink();
+  decodeFrom(new BufferSource(bytes), file, collected.sink);
+  return collected.result();
+}
 
-  if (bytes.byteLength < 12 || tag(0) !== 'RIFF' || tag(8) !== 'WAVE') {
+function collectingSink(): { sink: WavSink; result: () => MonoAudio } {
+  let format: WavFormat | undefined;
+  let out = new Float32Array(0);
+  let length = 0;
+  const sink: WavSink = {
+    begin(f, frames) { format = f; out = new Float32Array(frames ?? 0); },
+    samples(block) {
+      if (length + block.length > out.length) {
+        const grown = new Float32Array(Math.max(length + block.length, 2 * out.length));
+        grown.set(out.subarray(0, length));
+        out = grown;
+      }
+      out.set(block, length);
+      length += block.length;
+    },
+  };
+  return {
+    sink,
+    result: () => {
+      const f = format as WavFormat;
+      return { samples: length === out.length ? out : out.slice(0, length), sampleRate: f.sampleRate, channels: f.channels };
+    },
+  };
+}
+
+function decodeFrom(src: ByteSource, file: string, sink: WavSink): void {
+  const fail = (why: string): UserError => new UserError(`${file}: ${why}`);
+  const head = src.read(12);
+  const tag = (b: Uint8Array, at: number): string => String.fromCharCode(b[at], b[at + 1], b[at + 2], b[at + 3]);
+  if (head.byteLength < 12 || tag(head, 0) !== 'RIFF' || tag(head, 8) !== 'WAVE') {
     throw fail('not a WAV file (expected a RIFF/WAVE header; only WAV audio is supported)');
   }
 
   let format: WavFormat | undefined;
-  let data: Uint8Array | undefined;
-  let at = 12;
-  while (at + 8 <= bytes.byteLength) {
-    const id = tag(at);
-    const declared = view.getUint32(at + 4, true);
-    const bodyStart = at + 8;
-    const remaining = bytes.byteLength - bodyStart;
+  for (;;) {
+    const header = src.read(8);
+    if (header.byteLength < 8) break;
+    const id = tag(header, 0);
+    const declared = new DataView(header.buffer, header.byteOffset, 8).getUint32(4, true);
+    const remaining = src.remaining;
     if (id === 'data') {
       if (!format) throw fail('data chunk comes before the fmt chunk');
       // An unpatched streaming header means "until the end of the file".
       const size = declared === UNKNOWN_SIZE ? remaining : declared;
-      if (size > remaining) throw fail(`truncated: data chunk declares ${size} bytes but only ${remaining} remain`);
-      data = bytes.subarray(bodyStart, bodyStart + size);
-      break;
+      if (size !== undefined && remaining !== undefined && size > remaining) {
+        throw fail(`truncated: data chunk declares ${size} bytes but only ${remaining} remain`);
+      }
+      decodeData(src, format, size, fail, sink);
+      return;
     }
-    if (declared > remaining) throw fail(`truncated: ${JSON.stringify(id)} chunk declares ${declared} bytes but only ${remaining} remain`);
-    if (id === 'fmt ') format = parseFormat(view, bodyStart, declared, fail);
-    at = bodyStart + declared + (declared & 1);
+    if (remaining !== undefined && declared > remaining) {
+      throw fail(`truncated: ${JSON.stringify(id)} chunk declares ${declared} bytes but only ${remaining} remain`);
+    }
+    if (id === 'fmt ') {
+      if (declared > MAX_FMT_BYTES) throw fail(`fmt chunk of ${declared} bytes (a fmt chunk is at most ${MAX_FMT_BYTES})`);
+      const body = src.read(declared);
+      if (body.byteLength < declared) throw fail(`truncated: "fmt " chunk declares ${declared} bytes but only ${body.byteLength} remain`);
+      format = parseFormat(new DataView(body.buffer, body.byteOffset, body.byteLength), declared, fail);
+      if (declared & 1) src.skip(1);
+    } else {
+      const want = declared + (declared & 1);
+      const skipped = src.skip(want);
+      if (skipped < declared) throw fail(`truncated: ${JSON.stringify(id)} chunk declares ${declared} bytes but only ${skipped} remain`);
+    }
   }
   if (!format) throw fail('no fmt chunk');
-  if (!data) throw fail('no data chunk');
-
-  const frameBytes = format.bytesPerSample * format.channels;
-  const frames = Math.floor(data.byteLength / frameBytes);
-  return {
-    samples: mixDown(data, frames, format),
-    sampleRate: format.sampleRate,
-    channels: format.channels,
-  };
+  throw fail('no data chunk');
 }
 
-function parseFormat(view: DataView, at: number, size: number, fail: (why: string) => UserError): WavFormat {
+/** Frames -> a duration for messages (`1 h 02 min`, `12.5 s`). */
+function describeSeconds(s: number): string {
+  if (s < 120) return `${s.toFixed(1)} s`;
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return h > 0 ? `${h} h ${String(m).padStart(2, '0')} min` : `${m} min`;
+}
+
+function decodeData(src: ByteSource, fmt: WavFormat, size: number | undefined, fail: (why: string) => UserError, sink: WavSink): void {
+  const frameBytes = fmt.bytesPerSample * fmt.channels;
+  const maxFrames = MAX_AUDIO_SECONDS * fmt.sampleRate;
+  const tooLong = (frames: number, atLeast: boolean): UserError => fail(
+    `audio is ${atLeast ? 'over ' : ''}${describeSeconds(frames / fmt.sampleRate)} long; the limit is ${describeSeconds(MAX_AUDIO_SECONDS)} per file (split it first)`);
+  const frames = size === undefined ? undefined : Math.floor(size / frameBytes);
+  if (frames !== undefined && frames > maxFrames) throw tooLong(frames, false);
+  sink.begin(fmt, frames);
+
+  const blockFrames = Math.max(1, Math.floor(READ_BLOCK_BYTES / frameBytes));
+  const mono = new Float32Array(blockFrames);
+  let done = 0;
+  let carry = new Uint8Array(0);
+  for (;;) {
+    const wantFrames = frames === undefined ? blockFrames : Math.min(blockFrames, frames - done);
+    if (wantFrames <= 0) break;
+    const chunk = src.read(wantFrames * frameBytes - carry.byteLength);
+    const bytes = carry.byteLength ? concat(carry, chunk) : chunk;
+    const whole = Math.floor(bytes.byteLength / frameBytes);
+    if (whole > 0) {
+      if (done + whole > maxFrames) throw tooLong(done + whole, true);
+      mixDown(bytes, whole, fmt, mono);
+      sink.samples(mono.subarray(0, whole));
+      done += whole;
+    }
+    // A partial frame only survives to the next read of a pipe; at the end it is dropped.
+    carry = bytes.slice(whole * frameBytes);
+    if (chunk.byteLength === 0) break;
+  }
+  if (frames !== undefined && done < frames) throw fail(`truncated: data chunk declares ${size} bytes but only ${done * frameBytes} remain`);
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.byteLength + b.byteLength);
+  out.set(a);
+  out.set(b, a.byteLength);
+  return out;
+}
+
+function parseFormat(view: DataView, size: number, fail: (why: string) => UserError): WavFormat {
   if (size < 16) throw fail(`fmt chunk too short (${size} bytes)`);
-  let code = view.getUint16(at, true);
-  const channels = view.getUint16(at + 2, true);
-  const sampleRate = view.getUint32(at + 4, true);
-  const blockAlign = view.getUint16(at + 12, true);
-  const bits = view.getUint16(at + 14, true);
+  let code = view.getUint16(0, true);
+  const channels = view.getUint16(2, true);
+  const sampleRate = view.getUint32(4, true);
+  const blockAlign = view.getUint16(12, true);
+  const bits = view.getUint16(14, true);
   if (code === WAVE_FORMAT_EXTENSIBLE) {
     if (size < 40) throw fail(`WAVE_FORMAT_EXTENSIBLE fmt chunk too short (${size} bytes)`);
-    const guid = at + 24;
+    const guid = 24;
     code = view.getUint16(guid, true);
     const tailOk = SUBTYPE_GUID_TAIL.every((b, i) => view.getUint8(guid + 2 + i) === b);
     if (!tailOk) throw fail('unsupported WAVE_FORMAT_EXTENSIBLE sub-format (not PCM or IEEE float)');
   }
   if (channels === 0) throw fail('zero channels');
   if (sampleRate === 0) throw fail('sample rate 0');
+  if (sampleRate < MIN_SAMPLE_RATE || sampleRate > MAX_SAMPLE_RATE) {
+    throw fail(`sample rate ${sampleRate} Hz is outside the supported ${MIN_SAMPLE_RATE}-${MAX_SAMPLE_RATE} Hz`);
+  }
   let kind: WavFormat['kind'];
   if (code === WAVE_FORMAT_PCM && (bits === 8 || bits === 16 || bits === 24 || bits === 32)) kind = 'int';
   else if (code === WAVE_FORMAT_IEEE_FLOAT && (bits === 32 || bits === 64)) kind = 'float';
@@ -116,10 +299,9 @@ function parseFormat(view: DataView, at: number, size: number, fail: (why: strin
 }
 
 /** Decodes interleaved frames and averages the channels (np.mean over channels, as the official loader). */
-function mixDown(data: Uint8Array, frames: number, fmt: WavFormat): Float32Array {
+function mixDown(data: Uint8Array, frames: number, fmt: WavFormat, out: Float32Array): void {
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const read = sampleReader(view, fmt);
-  const out = new Float32Array(frames);
   const step = fmt.bytesPerSample;
   let at = 0;
   for (let f = 0; f < frames; f += 1) {
@@ -127,7 +309,6 @@ function mixDown(data: Uint8Array, frames: number, fmt: WavFormat): Float32Array
     for (let c = 0; c < fmt.channels; c += 1, at += step) sum += read(at);
     out[f] = sum / fmt.channels;
   }
-  return out;
 }
 
 /** Returns a reader of one sample at a byte offset, scaled to [-1, 1) like soundfile/librosa. */

@@ -129,16 +129,20 @@ export interface WerReport extends WordErrors {
   wer: number;
 }
 
-/** Transcribes every entry with `transcribe` (the model, or a stub in tests) and scores it. */
+/**
+ * Transcribes every entry with `transcribe` (the model, or a stub in tests) and scores it;
+ * an entry whose `transcribe` gives undefined (a file it could not read) is left out.
+ */
 export async function evaluateWer(
   entries: readonly ManifestEntry[],
-  transcribe: (audio: string) => Promise<string>,
+  transcribe: (audio: string) => Promise<string | undefined>,
   onFile?: (index: number) => void,
 ): Promise<WerReport> {
   const files: FileWer[] = [];
   for (const [i, entry] of entries.entries()) {
     onFile?.(i);
     const hypothesis = await transcribe(entry.audio);
+    if (hypothesis === undefined) continue;
     const e = wordErrors(normalizeForWer(entry.reference), normalizeForWer(hypothesis));
     files.push({ audio: entry.audio, reference: entry.reference, hypothesis, ...e, wer: werOf(e) });
   }
