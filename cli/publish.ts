@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { installInterruptCleanup } from '../common/cleanup.js';
 import { publish } from '../package/publish.js';
 import { emitResult, progressFor, type CommonOptions } from './output.js';
 
@@ -19,9 +20,11 @@ export function register(program: Command): void {
     .option('--json', 'print the plan / result as JSON')
     .option('--quiet', 'print nothing but errors')
     .action(async (opts: PublishCliOptions) => {
-      progressFor(opts).info(opts.dryRun ? `checking ${opts.dist}` : `publishing ${opts.dist} to ${opts.repo}`);
+      installInterruptCleanup(); // removes the scratch folders of the archive checks on Ctrl-C
+      const progress = progressFor(opts);
+      progress.info(opts.dryRun ? `checking ${opts.dist}` : `publishing ${opts.dist} to ${opts.repo}`);
       const result = await publish({
-        distDir: opts.dist, repo: opts.repo, hubUrl: opts.hubUrl, branch: opts.branch, create: opts.create, dryRun: opts.dryRun,
+        distDir: opts.dist, repo: opts.repo, hubUrl: opts.hubUrl, branch: opts.branch, create: opts.create, dryRun: opts.dryRun, progress,
       });
       emitResult(opts, result, () => [
         ...result.files.map((f) => `${opts.dryRun ? 'would upload' : 'uploaded'} ${f.path}  ${f.sha256}`),

@@ -62,19 +62,24 @@ const DIR_MODE = 0o755;
 export const ARCHIVE_MTIME = 946684800;
 
 /**
- * Streams a reproducible .tar.gz: a top-level directory then `entries` sorted by name, fixed
- * metadata, each file read once in 4 MiB chunks (hashed as it passes), never whole in memory.
+ * Streams a reproducible .tar.gz: a top-level directory then `entries` sorted by name (then
+ * `finalEntry`, when given), fixed metadata, each file read once in 4 MiB chunks (hashed as it passes), never whole in memory.
  * Written atomically: on any error no file appears at `outPath`.
  */
 export async function writeTarGz(opts: {
   outPath: string;
   topDir: string;
   entries: ArchiveEntry[];
+  /**
+   * Bytes of one more file written after all the others, made from their records (name, size,
+   * sha256 as hashed while packing): the in-archive manifest, without a second read of the data.
+   */
+  finalEntry?: { name: string; bytes: (files: readonly ArchivedFile[]) => Uint8Array };
   level: CompressionLevel;
   progress: Progress;
 }): Promise<WrittenArchive> {
   const entries = [...opts.entries].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  const seen = new Set<string>();
+  const seen = new Set<string>(opts.finalEntry ? [opts.finalEntry.name] : []);
   for (const e of entries) {
     if (seen.has(e.name)) throw new Error(`duplicate archive entry ${e.name}`);
     seen.add(e.name);
@@ -123,6 +128,13 @@ export async function writeTarGz(opts: {
       if (pad) await push(new Uint8Array(pad));
       done += entry.size;
       files.push({ name: entry.name, size: entry.size, sha256: hash.digest('hex') });
+    }
+    if (opts.finalEntry) {
+      const bytes = opts.finalEntry.bytes(files);
+      await push(encodeHeader({ name: `${opts.topDir}/${opts.finalEntry.name}`, size: bytes.byteLength, mode: FILE_MODE, type: 'file', mtime: ARCHIVE_MTIME }));
+      await push(bytes);
+      const pad = paddingFor(bytes.byteLength);
+      if (pad) await push(new Uint8Array(pad));
     }
     await push(new Uint8Array(2 * BLOCK)); // end-of-archive marker
   };

@@ -52,14 +52,17 @@ describe('build (one shot) on the tiny fixture', () => {
       const listing = execFileSync('tar', ['-tzf', archive], { encoding: 'utf8' }).trim().split('\n');
       const top = `qwen3-asr-tiny-${variant}`;
       expect(listing[0]).toBe(`${top}/`);
-      const files = listing.slice(1).map((l) => l.replace(`${top}/`, ''));
+      // The archive's own manifest comes last, after the sorted model files.
+      expect(listing[listing.length - 1]).toBe(`${top}/manifest.json`);
+      const files = listing.slice(1, -1).map((l) => l.replace(`${top}/`, ''));
       expect(files).toEqual(CONTRACT_FILES[variant]);
       expect(new Set(files).size).toBe(files.length);
       const manifest = PackageManifestSchema.parse(JSON.parse(await readFile(archive.replace('.tar.gz', '.manifest.json'), 'utf8')));
       expect(manifest.files.map((f) => f.path)).toEqual(CONTRACT_FILES[variant]);
       expect(manifest.source?.files.find((f) => f.path === 'model.safetensors')?.sha256).toMatch(/^[0-9a-f]{64}$/);
       expect(manifest.recipe).toEqual(variant === 'fp32' ? null : { decoder_init: 'int4_rtn_block64_al4', decoder_step: 'int4_rtn_block64_al4' });
-      const verified = await verifyArchive(archive, { openInOrt: true, progress: silentProgress });
+      const verified = await verifyArchive(archive, { depth: 'full', progress: silentProgress });
+      expect(verified.archiveManifest.files).toEqual(manifest.files);
       expect(verified.manifestChecked && verified.sumsChecked).toBe(true);
     }
     const fp32Config = execFileSync('tar', ['-xzOf', join(work, 'a', 'dist', 'qwen3-asr-tiny-fp32.tar.gz'), 'qwen3-asr-tiny-fp32/config.json'], { encoding: 'utf8' });
@@ -89,7 +92,7 @@ describe('build (one shot) on the tiny fixture', () => {
     expect(at).toBeGreaterThan(0);
     tar[at + 1] = 'M'.charCodeAt(0);
     await writeFile(archive, gzipSync(tar));
-    await expect(verifyArchive(archive, { openInOrt: false, progress: silentProgress })).rejects.toThrow(/config\.json does not match its manifest checksum/);
+    await expect(verifyArchive(archive, { depth: 'checksums', progress: silentProgress })).rejects.toThrow(/config\.json does not match its manifest checksum/);
     await expect(planPublish(dist, 'someone/x')).rejects.toThrow(/qwen3-asr-tiny-int4\.tar\.gz: sha256 differs/);
   });
 

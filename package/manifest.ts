@@ -16,6 +16,31 @@ export const SourceRecordSchema = z.object({
 });
 export type SourceRecord = z.infer<typeof SourceRecordSchema>;
 
+/**
+ * The manifest every archive carries as its last member, `<top>/manifest.json`: the archive's
+ * own file list with sizes and sha256, so a lone archive (downloaded without the files beside
+ * it) still proves every member intact. It cannot hold the archive's own hash; the manifest
+ * beside the archive adds that.
+ */
+export const ARCHIVE_MANIFEST_NAME = 'manifest.json';
+
+export const ArchiveManifestSchema = z.object({
+  format: z.literal('qwen3-onnx-archive/1'),
+  name: z.string(),
+  variant: z.string(),
+  size_label: z.string(),
+  tool: z.object({ name: z.literal('qwen3-onnx'), version: z.string() }),
+  recipe: z.record(z.string(), z.string()).nullable(),
+  source: SourceRecordSchema.nullable(),
+  files: z.array(FileRecordSchema),
+});
+export type ArchiveManifest = z.infer<typeof ArchiveManifestSchema>;
+
+/** Stable JSON, as manifestJson. */
+export function archiveManifestJson(m: ArchiveManifest): string {
+  return `${JSON.stringify(ArchiveManifestSchema.parse(m), null, 2)}\n`;
+}
+
 /** The manifest written beside every archive (`<archive>.manifest.json`). */
 export const PackageManifestSchema = z.object({
   format: z.literal('qwen3-onnx-package/1'),

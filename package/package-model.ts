@@ -1,14 +1,20 @@
-import { readFile, readdir } from 'node:fs/promises';
-import { join, basename } from 'node:path';
-import { writeFileAtomic } from '../common/atomic.js';
+import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { acquireDirLock } from '../common/dir-lock.js';
 import { UserError, fsError } from '../common/errors.js';
-import { sha256 } from '../common/hash.js';
+import { assertOutputApart, assertWritableDir } from '../common/output-paths.js';
 import type { Progress } from '../common/progress.js';
-import { OutputConfigSchema, parseJsonWith, type OutputConfig } from '../checkpoint/config.js';
-import { parseCompressionLevel, writeTarGz, type ArchiveEntry, type CompressionLevel } from './archive-writer.js';
+import { StagedFiles } from '../common/staging.js';
+import { parseJsonWith, type OutputConfig } from '../checkpoint/config.js';
+import { parseCompressionLevel, writeTarGz, type ArchiveEntry, type ArchivedFile, type CompressionLevel } from './archive-writer.js';
 import { GRAPHS, graphFileFor, variantFiles } from './variant-files.js';
 import { assertOrtOpens } from './ort-open.js';
-import { manifestJson, PackageManifestSchema, type PackageManifest, type SourceRecord } from './manifest.js';
+import {
+  ARCHIVE_MANIFEST_NAME, archiveManifestJson, manifestJson, PackageManifestSchema,
+  type FileRecord, type PackageManifest, type SourceRecord,
+} from './manifest.js';
+import { checkModelContents } from './model-checks.js';
+import { sha256SumsWith } from './output-dir.js';
 import { verifyArchive } from './verify.js';
 import { TOOL_VERSION } from '../common/version.js';
 import { statSize } from './util.js';
@@ -23,6 +29,9 @@ export interface PackageOptions {
   sizeLabel?: string;
   progress: Progress;
 }
+
+/** Archive names start with this; the rest is `<size>-<variant>`. */
+const ARCHIVE_PREFIX = 'qwen3-asr-';
 
 export interface PackageResult { archive: string; manifestPath: string; manifest: PackageManifest }
 
@@ -53,70 +62,107 @@ async function readSource(modelDir: string): Promise<SourceRecord | null> {
 }
 
 /**
- * Writes `qwen3-asr-<size>-<variant>.tar.gz`, its manifest and an updated SHA256SUMS into
- * `outputDir`: checks the model first (graphs parse, external data in bounds, config valid,
- * onnxruntime opens each graph), then re-reads the written archive and verifies every checksum.
+ * Writes `qwen3-asr-<size>-<variant>.tar.gz` (carrying its own manifest.json), its manifest and an
+ * updated SHA256SUMS into `outputDir`, all three at once (output-dir.ts). Cheap checks come first:
+ * flags, the output path, config.json against embed_tokens.bin, the graphs and the tokenizer;
+ * then onnxruntime opens each graph; then the archive is written, re-read and its checksums
+ * verified before it is switched in.
  */
 export async function packageModel(opts: PackageOptions): Promise<PackageResult> {
   const level = parseCompressionLevel(opts.level ?? 'huffman');
   if (!/^[a-z0-9]+$/.test(opts.variant)) throw new UserError(`--variant must be like fp32 or int4, got "${opts.variant}"`);
-  const configPath = join(opts.modelDir, 'config.json');
-  let configText: string;
-  try { configText = await readFile(configPath, 'utf8'); } catch (err) { throw fsError('cannot read', configPath, err); }
-  const config = parseJsonWith(OutputConfigSchema, configText, configPath);
+  const modelDir = resolve(opts.modelDir);
+  const outputDir = resolve(opts.outputDir);
+  await assertOutputApart(outputDir, '--output', [{ path: modelDir, flag: '--model-dir' }]);
+  await assertWritableDir(outputDir, '--output');
+
+  const files = await variantFiles(modelDir, opts.variant);
+  const config = await checkModelContents({ dir: modelDir, display: modelDir, variant: opts.variant });
   const label = sizeLabelOf(config, opts.sizeLabel);
-  const name = `qwen3-asr-${label}-${opts.variant}`;
+  const name = `${ARCHIVE_PREFIX}${label}-${opts.variant}`;
 
-  const files = await variantFiles(opts.modelDir, opts.variant);
-  for (const graph of GRAPHS) {
-    const file = await graphFileFor(opts.modelDir, graph, opts.variant);
-    opts.progress.info(`checking ${file} in onnxruntime`);
-    await assertOrtOpens(join(opts.modelDir, file), join(opts.modelDir, file));
+  // Where the output folder starts to exist: a failed first run removes the folders it made.
+  const made = await mkdir(outputDir, { recursive: true }).catch((err: unknown) => { throw fsError('cannot create', outputDir, err); });
+  try {
+    const lock = await acquireDirLock(outputDir, 'package');
+    try {
+      return await packageInto(opts, { modelDir, outputDir, files, config, label, name, level });
+    } finally {
+      await lock.release();
+    }
+  } catch (err) {
+    if (made) await removeEmptyDirs(outputDir, made);
+    throw err;
   }
-
-  const variantConfig = new TextEncoder().encode(`${JSON.stringify(configForVariant(config, opts.variant), null, 2)}\n`);
-  const entries: ArchiveEntry[] = [];
-  for (const f of files) {
-    if (f === 'config.json') entries.push({ name: f, source: { bytes: variantConfig }, size: variantConfig.byteLength });
-    else entries.push({ name: f, source: { path: join(opts.modelDir, f) }, size: await statSize(join(opts.modelDir, f)) });
-  }
-
-  const archive = join(opts.outputDir, `${name}.tar.gz`);
-  const written = await writeTarGz({ outPath: archive, topDir: name, entries, level, progress: opts.progress });
-  const fileRecords = written.files.map((f) => ({ path: f.name, size: f.size, sha256: f.sha256 }));
-  const manifest: PackageManifest = PackageManifestSchema.parse({
-    format: 'qwen3-onnx-package/1',
-    archive: { path: basename(archive), size: written.size, sha256: written.sha256 },
-    variant: opts.variant,
-    size_label: label,
-    tool: { name: 'qwen3-onnx', version: TOOL_VERSION },
-    recipe: opts.variant === 'fp32' ? null : (config.quantization ?? null),
-    source: await readSource(opts.modelDir),
-    files: fileRecords,
-  });
-
-  opts.progress.info(`re-reading ${basename(archive)} to verify checksums`);
-  await verifyArchive(archive, { manifest, openInOrt: false, progress: opts.progress });
-
-  const manifestPath = join(opts.outputDir, `${name}.manifest.json`);
-  await writeFileAtomic(manifestPath, manifestJson(manifest));
-  await writeSha256Sums(opts.outputDir);
-  return { archive, manifestPath, manifest };
 }
 
-/**
- * Rewrites `SHA256SUMS` for every archive and manifest in the directory (sorted, `sha256sum -c`
- * format). Archive hashes come from their manifests, so nothing large is read again.
- */
-export async function writeSha256Sums(dir: string): Promise<void> {
-  const names = (await readdir(dir)).filter((f) => f.endsWith('.manifest.json')).sort();
-  const lines: string[] = [];
-  for (const m of names) {
-    const text = await readFile(join(dir, m), 'utf8');
-    const manifest = parseJsonWith(PackageManifestSchema, text, join(dir, m));
-    lines.push(`${manifest.archive.sha256}  ${manifest.archive.path}`);
-    lines.push(`${sha256(text)}  ${m}`);
+async function packageInto(
+  opts: PackageOptions,
+  p: { modelDir: string; outputDir: string; files: string[]; config: OutputConfig; label: string; name: string; level: CompressionLevel },
+): Promise<PackageResult> {
+  const stage = await StagedFiles.create(p.outputDir, p.name);
+  try {
+    for (const graph of GRAPHS) {
+      const file = await graphFileFor(p.modelDir, graph, opts.variant);
+      opts.progress.info(`checking ${file} in onnxruntime`);
+      await assertOrtOpens(join(p.modelDir, file), join(p.modelDir, file));
+    }
+
+    const variantConfig = new TextEncoder().encode(`${JSON.stringify(configForVariant(p.config, opts.variant), null, 2)}\n`);
+    const entries: ArchiveEntry[] = [];
+    for (const f of p.files) {
+      if (f === 'config.json') entries.push({ name: f, source: { bytes: variantConfig }, size: variantConfig.byteLength });
+      else entries.push({ name: f, source: { path: join(p.modelDir, f) }, size: await statSize(join(p.modelDir, f)) });
+    }
+    const described = {
+      variant: opts.variant,
+      size_label: p.label,
+      tool: { name: 'qwen3-onnx' as const, version: TOOL_VERSION },
+      recipe: opts.variant === 'fp32' ? null : (p.config.quantization ?? null),
+      source: await readSource(p.modelDir),
+    };
+    const archiveName = `${p.name}.tar.gz`;
+    const stagedArchive = stage.fileFor(archiveName);
+    const written = await writeTarGz({
+      outPath: stagedArchive, topDir: p.name, entries, level: p.level, progress: opts.progress,
+      finalEntry: {
+        name: ARCHIVE_MANIFEST_NAME,
+        bytes: (records) => new TextEncoder().encode(archiveManifestJson({
+          format: 'qwen3-onnx-archive/1', name: p.name, ...described, files: records.map(toFileRecord),
+        })),
+      },
+    });
+    const manifest: PackageManifest = PackageManifestSchema.parse({
+      format: 'qwen3-onnx-package/1',
+      archive: { path: archiveName, size: written.size, sha256: written.sha256 },
+      ...described,
+      files: written.files.map(toFileRecord),
+    });
+
+    opts.progress.info(`re-reading ${archiveName} to verify checksums`);
+    await verifyArchive(stagedArchive, { manifest, depth: 'checksums', progress: opts.progress });
+
+    const manifestName = `${p.name}.manifest.json`;
+    const manifestText = manifestJson(manifest);
+    await writeFile(stage.fileFor(manifestName), manifestText).catch((err: unknown) => { throw fsError('cannot write', join(p.outputDir, manifestName), err); });
+    const sums = await sha256SumsWith(p.outputDir, { name: manifestName, text: manifestText });
+    await writeFile(stage.fileFor('SHA256SUMS'), sums).catch((err: unknown) => { throw fsError('cannot write', join(p.outputDir, 'SHA256SUMS'), err); });
+    await stage.commit();
+    return { archive: join(p.outputDir, archiveName), manifestPath: join(p.outputDir, manifestName), manifest };
+  } catch (err) {
+    await stage.abort();
+    throw err;
   }
-  lines.sort((a, b) => (a.slice(66) < b.slice(66) ? -1 : 1));
-  await writeFileAtomic(join(dir, 'SHA256SUMS'), lines.map((l) => `${l}\n`).join(''));
+}
+
+function toFileRecord(f: ArchivedFile): FileRecord {
+  return { path: f.name, size: f.size, sha256: f.sha256 };
+}
+
+/** Removes `dir` and its parents up to `first` (the first folder this run created), while empty. */
+async function removeEmptyDirs(dir: string, first: string): Promise<void> {
+  for (let d = dir; ; d = dirname(d)) {
+    try { await rmdir(d); } catch { return; }
+    if (d === first || dirname(d) === d) return;
+  }
 }

@@ -2,12 +2,15 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createRepo, repoExists, uploadFiles } from '@huggingface/hub';
-import { UserError } from '../common/errors.js';
+import { UserError, fsError } from '../common/errors.js';
+import { silentProgress, type Progress } from '../common/progress.js';
 import { sha256File } from '../common/hash.js';
 import { parseJsonWith } from '../checkpoint/config.js';
 import { parseRepoId } from '../checkpoint/model-source.js';
 import { hubToken } from '../checkpoint/hub-token.js';
 import { PackageManifestSchema } from './manifest.js';
+import { unfinishedCommitsIn } from './output-dir.js';
+import { verifyArchive } from './verify.js';
 
 export interface PublishOptions {
   distDir: string;
@@ -17,42 +20,56 @@ export interface PublishOptions {
   create?: boolean;
   dryRun?: boolean;
   commitTitle?: string;
+  progress?: Progress;
 }
 
 export interface PublishPlan { repo: string; files: { path: string; size?: number; sha256: string }[] }
 
 /**
- * Checks a build's dist/ directory (every archive matches its manifest and SHA256SUMS) and
- * returns what would be uploaded: archives, manifests, SHA256SUMS and the model card.
+ * Checks a build's dist/ directory and returns what would be uploaded: archives, manifests,
+ * SHA256SUMS and the model card. Every archive must have its manifest beside it and be listed in
+ * SHA256SUMS, and passes verifyArchive's `contents` checks (members against both manifests,
+ * config.json against embed_tokens.bin and the graphs, tokenizer); an archive an interrupted
+ * package run left half switched in, or one without a manifest, is refused.
  */
-export async function planPublish(distDir: string, repo: string): Promise<PublishPlan> {
+export async function planPublish(distDir: string, repo: string, progress: Progress = silentProgress): Promise<PublishPlan> {
   const dir = resolve(distDir);
-  const names = (await readdir(dir).catch(() => { throw new UserError(`${dir}: no such directory`); })).sort();
+  const repoId = parseRepoId(repo);
+  let names: string[];
+  try { names = (await readdir(dir)).sort(); } catch (err) { throw fsError('--dist: cannot read', dir, err); }
+  const unfinished = unfinishedCommitsIn(dir)[0];
+  if (unfinished) throw new UserError(`${dir}: ${unfinished.describe}`);
   const manifests = names.filter((n) => n.endsWith('.manifest.json'));
   if (manifests.length === 0) throw new UserError(`${dir}: no *.manifest.json (run build or package first)`);
+  for (const a of names.filter((n) => n.endsWith('.tar.gz'))) {
+    const m = a.replace(/\.tar\.gz$/, '.manifest.json');
+    if (!names.includes(m)) throw new UserError(`${join(dir, a)}: no ${m} beside it (package it again, or move it out of ${dir})`);
+  }
   if (!names.includes('SHA256SUMS')) throw new UserError(`${dir}: SHA256SUMS is missing`);
   const sums = new Map((await readFile(join(dir, 'SHA256SUMS'), 'utf8')).split('\n').filter(Boolean).map((l) => [l.slice(66), l.slice(0, 64)]));
   const files: PublishPlan['files'] = [];
   for (const m of manifests) {
     const manifest = parseJsonWith(PackageManifestSchema, await readFile(join(dir, m), 'utf8'), join(dir, m));
     const archive = manifest.archive.path;
+    if (archive !== m.replace(/\.manifest\.json$/, '.tar.gz')) throw new UserError(`${join(dir, m)}: names archive ${archive}, expected ${m.replace(/\.manifest\.json$/, '.tar.gz')}`);
     if (!names.includes(archive)) throw new UserError(`${join(dir, archive)}: missing (named by ${m})`);
-    const actual = await sha256File(join(dir, archive));
-    if (actual !== manifest.archive.sha256) throw new UserError(`${archive}: sha256 differs from ${m}`);
-    if (sums.get(archive) !== actual) throw new UserError(`${archive}: sha256 differs from SHA256SUMS`);
-    files.push({ path: archive, size: manifest.archive.size, sha256: actual });
+    if (!sums.has(archive)) throw new UserError(`${archive}: not listed in SHA256SUMS`);
+    progress.info(`checking ${archive}`);
+    const checked = await verifyArchive(join(dir, archive), { depth: 'contents', progress });
+    if (!checked.sumsChecked) throw new UserError(`${archive}: sha256 differs from SHA256SUMS`);
+    files.push({ path: archive, size: manifest.archive.size, sha256: manifest.archive.sha256 });
     const manifestSha = await sha256File(join(dir, m));
     if (sums.get(m) !== manifestSha) throw new UserError(`${m}: sha256 differs from SHA256SUMS`);
     files.push({ path: m, sha256: manifestSha });
   }
   files.push({ path: 'SHA256SUMS', sha256: await sha256File(join(dir, 'SHA256SUMS')) });
   if (names.includes('README.md')) files.push({ path: 'README.md', sha256: await sha256File(join(dir, 'README.md')) });
-  return { repo: parseRepoId(repo), files };
+  return { repo: repoId, files };
 }
 
 /** Uploads a checked dist/ directory to a Hugging Face model repo in one commit. */
 export async function publish(opts: PublishOptions): Promise<PublishPlan & { commit: string | null }> {
-  const plan = await planPublish(opts.distDir, opts.repo);
+  const plan = await planPublish(opts.distDir, opts.repo, opts.progress);
   if (opts.dryRun) return { ...plan, commit: null };
   const accessToken = await hubToken();
   if (!accessToken) throw new UserError('publish: no Hugging Face token (set HF_TOKEN)');

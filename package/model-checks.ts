@@ -1,0 +1,182 @@
+import { copyFile, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { trackTemp } from '../common/cleanup.js';
+import { UserError, fsError } from '../common/errors.js';
+import { loadModel, toNumber, type LoadedModel } from '../common/onnx-model.js';
+import { OutputConfigSchema, parseJsonWith, type OutputConfig } from '../checkpoint/config.js';
+import { Tokenizer } from '../runtime/tokenizer.js';
+import { graphFileFor } from './variant-files.js';
+
+/**
+ * The cheap checks a model directory (or an archive's extracted small files) must pass before
+ * anything slow runs: config.json parses and agrees with itself, with embed_tokens.bin's size and
+ * with the graphs' input and output widths; the tokenizer files parse and hold the special tokens
+ * at the ids config.json names. Errors are one line naming the file and the field.
+ */
+export interface ModelCheckTarget {
+  /** Folder holding config.json, the tokenizer files and the variant's .onnx graphs. */
+  dir: string;
+  /** How `dir` is named in errors (the model directory, or `<archive>/<top>` for an archive). */
+  display: string;
+  variant: string;
+  /** Size of a file of the model; by default its size in `dir` (an archive passes its member sizes). */
+  sizeOf?: (name: string) => number | undefined;
+}
+
+const DTYPE_BYTES = { float16: 2, float32: 4 } as const;
+
+/** Special tokens whose text is fixed by the Qwen3-ASR prompt format (CONTRACT.md). */
+const NAMED_SPECIAL_TOKENS = {
+  im_start_token_id: '<|im_start|>',
+  im_end_token_id: '<|im_end|>',
+  audio_start_token_id: '<|audio_start|>',
+  audio_end_token_id: '<|audio_end|>',
+  audio_pad_token_id: '<|audio_pad|>',
+  asr_text_token_id: '<asr_text>',
+} as const;
+
+const TOKENIZER_FILES = ['tokenizer.json', 'vocab.json', 'merges.txt', 'tokenizer_config.json'];
+
+export async function checkModelContents(t: ModelCheckTarget): Promise<OutputConfig> {
+  const configName = `${t.display}/config.json`;
+  let text: string;
+  try { text = await readFile(join(t.dir, 'config.json'), 'utf8'); } catch (err) {
+    throw (err as NodeJS.ErrnoException).code === 'ENOENT' ? new UserError(`${configName}: missing`) : fsError('cannot read', configName, err);
+  }
+  const config = parseJsonWith(OutputConfigSchema, text, configName);
+  checkConfigFields(config, configName);
+  await checkEmbedTable(t, config);
+  await checkGraphWidths(t, config);
+  await checkTokenizer(t, config);
+  return config;
+}
+
+function checkConfigFields(config: OutputConfig, configName: string): void {
+  const d = config.decoder;
+  const [rows, cols] = config.embed_tokens_shape;
+  const shape = `embed_tokens_shape [${rows}, ${cols}]`;
+  if (d.vocab_size !== rows) throw new UserError(`${configName}: decoder.vocab_size ${d.vocab_size} disagrees with ${shape}`);
+  if (d.hidden_size !== cols) throw new UserError(`${configName}: decoder.hidden_size ${d.hidden_size} disagrees with ${shape}`);
+  const ids: [string, number][] = [
+    ...Object.entries(config.special_tokens).filter((e): e is [string, number] => typeof e[1] === 'number'),
+    ...config.special_tokens.eos_token_ids.map((id, i): [string, number] => [`eos_token_ids[${i}]`, id]),
+  ];
+  for (const [field, id] of ids) {
+    if (id < 0 || id >= d.vocab_size) throw new UserError(`${configName}: special_tokens.${field} ${id} is outside the vocabulary (decoder.vocab_size ${d.vocab_size})`);
+  }
+}
+
+async function sizeIn(t: ModelCheckTarget, name: string): Promise<number | undefined> {
+  if (t.sizeOf) return t.sizeOf(name);
+  try { return (await stat(join(t.dir, name))).size; } catch { return undefined; }
+}
+
+async function checkEmbedTable(t: ModelCheckTarget, config: OutputConfig): Promise<void> {
+  const size = await sizeIn(t, 'embed_tokens.bin');
+  const file = `${t.display}/embed_tokens.bin`;
+  if (size === undefined) throw new UserError(`${file}: missing`);
+  const [rows, cols] = config.embed_tokens_shape;
+  const want = rows * cols * DTYPE_BYTES[config.embed_tokens_dtype];
+  if (size !== want) {
+    throw new UserError(`${file}: ${size} bytes, but config.json embed_tokens_shape [${rows}, ${cols}] of ${config.embed_tokens_dtype} needs ${want}`);
+  }
+}
+
+/** The fixed width of a graph input's or output's last axis, or null when it is symbolic or absent. */
+function lastDim(model: LoadedModel, kind: 'input' | 'output', name: string): number | null {
+  const values = kind === 'input' ? model.model.graph?.input : model.model.graph?.output;
+  const v = values?.find((x) => x.name === name);
+  const dims = v?.type?.tensorType?.shape?.dim;
+  if (!dims || dims.length === 0) return null;
+  const last = dims[dims.length - 1];
+  return last.dimValue === null || last.dimValue === undefined ? null : toNumber(last.dimValue) || null;
+}
+
+async function checkGraphWidths(t: ModelCheckTarget, config: OutputConfig): Promise<void> {
+  const want: { graph: 'encoder' | 'decoder_init' | 'decoder_step'; kind: 'input' | 'output'; name: string; value: number; field: string }[] = [
+    { graph: 'encoder', kind: 'output', name: 'audio_features', value: config.encoder.output_dim, field: 'encoder.output_dim' },
+    { graph: 'decoder_init', kind: 'input', name: 'audio_features', value: config.decoder.hidden_size, field: 'decoder.hidden_size' },
+    { graph: 'decoder_init', kind: 'output', name: 'logits', value: config.decoder.vocab_size, field: 'decoder.vocab_size' },
+    { graph: 'decoder_step', kind: 'input', name: 'input_embeds', value: config.decoder.hidden_size, field: 'decoder.hidden_size' },
+    { graph: 'decoder_step', kind: 'output', name: 'logits', value: config.decoder.vocab_size, field: 'decoder.vocab_size' },
+  ];
+  const loaded = new Map<string, { file: string; model: LoadedModel }>();
+  for (const w of want) {
+    let g = loaded.get(w.graph);
+    if (!g) {
+      const file = await graphFileFor(t.dir, w.graph, t.variant).catch((err: unknown) => {
+        throw err instanceof UserError ? new UserError(err.message.split(t.dir).join(t.display)) : err;
+      });
+      const model = await loadModel(join(t.dir, file)).catch((err: unknown) => {
+        throw err instanceof UserError ? new UserError(err.message.split(join(t.dir, file)).join(`${t.display}/${file}`)) : err;
+      });
+      g = { file, model };
+      loaded.set(w.graph, g);
+    }
+    const got = lastDim(g.model, w.kind, w.name);
+    if (got !== null && got !== w.value) {
+      throw new UserError(`${t.display}/${g.file}: ${w.kind} ${w.name} is ${got} wide, but config.json ${w.field} is ${w.value}`);
+    }
+  }
+}
+
+/**
+ * Parses the tokenizer the way the runtime loads it (tokenizer.json when present, else vocab.json +
+ * merges.txt, with tokenizer_config.json's added tokens). When both forms are shipped, each is
+ * checked: consumers differ in which one they read.
+ */
+async function checkTokenizer(t: ModelCheckTarget, config: OutputConfig): Promise<void> {
+  const present = new Set<string>();
+  for (const f of TOKENIZER_FILES) if ((await sizeIn(t, f)) !== undefined) present.add(f);
+  const forms: { label: string; files: string[] }[] = [];
+  if (present.has('tokenizer.json')) forms.push({ label: 'tokenizer.json', files: ['tokenizer.json'] });
+  if (present.has('vocab.json') || present.has('merges.txt') || forms.length === 0) {
+    forms.push({ label: 'vocab.json / merges.txt', files: ['vocab.json', 'merges.txt'] });
+  }
+  for (const form of forms) {
+    const tokenizer = await loadTokenizerForm(t, form.files, present.has('tokenizer_config.json'));
+    checkSpecialTokens(tokenizer, config, t.display, form.label);
+  }
+}
+
+function displayed(err: unknown, t: ModelCheckTarget, from: string): never {
+  if (err instanceof UserError) throw new UserError(err.message.split(from).join(t.display));
+  throw err;
+}
+
+async function loadTokenizerForm(t: ModelCheckTarget, files: string[], withConfig: boolean): Promise<Tokenizer> {
+  // Tokenizer.load picks tokenizer.json whenever it exists, so the vocab.json + merges.txt form of
+  // a folder holding both is loaded from a private copy of just those files.
+  if (files.includes('tokenizer.json') || (await sizeIn(t, 'tokenizer.json')) === undefined) {
+    return Tokenizer.load(t.dir).catch((err: unknown) => displayed(err, t, t.dir));
+  }
+  const scratch = await mkdtemp(join(tmpdir(), `qwen3-onnx-tokenizer-${process.pid}-`));
+  const untrack = trackTemp(scratch);
+  try {
+    for (const f of [...files, ...(withConfig ? ['tokenizer_config.json'] : [])]) {
+      await copyFile(join(t.dir, f), join(scratch, f)).catch((err: unknown) => {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fsError('cannot read', `${t.display}/${f}`, err);
+      });
+    }
+    return await Tokenizer.load(scratch).catch((err: unknown) => displayed(err, t, scratch));
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+    untrack();
+  }
+}
+
+function checkSpecialTokens(tokenizer: Tokenizer, config: OutputConfig, display: string, form: string): void {
+  const s = config.special_tokens;
+  for (const [field, content] of Object.entries(NAMED_SPECIAL_TOKENS) as [keyof typeof NAMED_SPECIAL_TOKENS, string][]) {
+    const id = s[field];
+    const got = tokenizer.token(id);
+    if (got !== content) {
+      throw new UserError(`${display}/config.json: special_tokens.${field} ${id} is ${got === undefined ? 'not a token' : JSON.stringify(got)} in the tokenizer (${form}), expected ${JSON.stringify(content)}`);
+    }
+  }
+  const ids: [string, number][] = [['pad_token_id', s.pad_token_id], ...s.eos_token_ids.map((id, i): [string, number] => [`eos_token_ids[${i}]`, id])];
+  for (const [field, id] of ids) {
+    if (tokenizer.token(id) === undefined) throw new UserError(`${display}/config.json: special_tokens.${field} ${id} is not a token in the tokenizer (${form})`);
+  }
+}
