@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { trackTemp } from '../common/cleanup.js';
 import type { Progress } from '../common/progress.js';
 import { validateAlpha } from './scales.js';
 import { writeSmoothedGraphs, type SmoothReport } from './smooth.js';
@@ -35,12 +36,16 @@ export async function smoothForQuantize(
   const dir = resolve(modelDir);
   validateAlpha(awq.alpha);
   const stats = await readStatsForModel(awq.stats, dir);
-  const tag = `awq.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  // Named like every temp file of this tool (common/debris.ts), so an interrupt removes them and a
+  // later run sweeps what a killed one left.
+  const tag = `tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   const sources: Record<string, string> = {};
-  for (const g of graphs) sources[g] = join(dir, `.${g}.${tag}.onnx`);
-  const dataFile = join(dir, `.decoder_weights.${tag}.data`);
+  for (const g of graphs) sources[g] = join(dir, `.${g}.awq.onnx.${tag}`);
+  const dataFile = join(dir, `.decoder_weights.awq.data.${tag}`);
+  const untrack = [...Object.values(sources), dataFile].map((p) => trackTemp(p));
   const cleanup = async (): Promise<void> => {
     await Promise.all([...Object.values(sources), dataFile].map((p) => rm(p, { force: true })));
+    for (const u of untrack) u();
   };
   try {
     const meanAbs = Object.fromEntries(Object.entries(stats.norms).map(([k, v]) => [k, v.mean_abs]));

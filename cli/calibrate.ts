@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { emitResult, intOption, progressFor, type CommonOptions } from './output.js';
+import { emitResult, intOption, progressFor, threadsOption, type CommonOptions } from './output.js';
 import { DEFAULT_CALIBRATION_TOKENS, calibrateModelDir } from '../calibrate/calibrate.js';
 
 interface CalibrateFlags extends CommonOptions {
@@ -18,7 +18,7 @@ export function register(program: Command): void {
     .requiredOption('--audio <file|dir...>', 'WAV files or directories (searched recursively for *.wav)')
     .requiredOption('--output <stats.json>', 'statistics file to write')
     .option('--max-new-tokens <n>', 'greedy decoding steps per file after the prefill', intOption('--max-new-tokens'), DEFAULT_CALIBRATION_TOKENS)
-    .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)', intOption('--threads'))
+    .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)', threadsOption())
     .option('--json', 'print the result as JSON')
     .option('--quiet', 'print nothing but errors')
     .action(async (flags: CalibrateFlags) => {

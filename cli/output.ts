@@ -17,11 +17,25 @@ export function progressFor(opts: CommonOptions): Progress {
   return createProgress({ json: opts.json, quiet: opts.quiet });
 }
 
-/** Parses an integer flag strictly; commander passes the raw string. */
-export function intOption(flag: string): (value: string) => number {
+/** Parses an integer flag strictly, optionally within [min, max]; commander passes the raw string. */
+export function intOption(flag: string, min?: number, max?: number): (value: string) => number {
   return (value: string) => {
     const n = Number(value);
-    if (!Number.isInteger(n)) throw new InvalidArgumentError(`${flag} must be an integer, got "${value}"`);
+    if (value.trim() === '' || !Number.isInteger(n)) throw new InvalidArgumentError(`${flag} must be an integer, got "${value}"`);
+    if ((min !== undefined && n < min) || (max !== undefined && n > max)) {
+      throw new InvalidArgumentError(`${flag} must be an integer from ${min ?? '-inf'} to ${max ?? 'inf'}, got "${value}"`);
+    }
     return n;
   };
+}
+
+/**
+ * The most threads any command starts. Each quantiser worker holds its own buffers, so an
+ * unbounded count (`--threads 100000`) once grew to 12.6 GB before V8 gave up.
+ */
+export const MAX_THREADS = 256;
+
+/** `--threads <n>`: 1..MAX_THREADS. */
+export function threadsOption(): (value: string) => number {
+  return intOption('--threads', 1, MAX_THREADS);
 }

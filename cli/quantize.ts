@@ -1,5 +1,5 @@
 import { Option, type Command } from 'commander';
-import { emitResult, intOption, progressFor, type CommonOptions } from './output.js';
+import { emitResult, intOption, progressFor, threadsOption, type CommonOptions } from './output.js';
 import { QUANTIZE_DEFAULTS, quantizeModelDir } from '../quantize/model-dir.js';
 import { UserError } from '../common/errors.js';
 import { AWQ_DEFAULT_ALPHA } from '../calibrate/scales.js';
@@ -25,7 +25,7 @@ export function register(program: Command): void {
     .description('fuse RMSNorm and quantise the decoder graphs of a model directory to MatMulNBits (int4 RTN by default); writes decoder_{init,step}.int4.onnx and decoder_weights.int4.data beside the float files')
     .requiredOption('--model-dir <dir>', 'exported model directory (decoder_init.onnx, decoder_step.onnx, config.json)')
     .addOption(new Option('--bits <n>', 'weight bits').choices(['4', '8']).default('4'))
-    .option('--block-size <n>', 'quantisation block size along K (power of two >= 16)', intOption('--block-size'), QUANTIZE_DEFAULTS.blockSize)
+    .option('--block-size <n>', 'quantisation block size along K (power of two, 16 to 256)', intOption('--block-size'), QUANTIZE_DEFAULTS.blockSize)
     .option('--accuracy-level <n>', 'MatMulNBits accuracy_level (0 = unset, 4 = int8 activations)', intOption('--accuracy-level'), QUANTIZE_DEFAULTS.accuracyLevel)
     .option('--symmetric', 'symmetric quantisation (no zero points; default asymmetric)')
     .option('--exclude <pattern...>', 'leave MatMul/Gemm nodes in float whose node or weight name matches a glob (* and ?)')
@@ -34,7 +34,7 @@ export function register(program: Command): void {
     .option('--no-pack', 'keep q/k/v and gate/up as separate MatMulNBits (default: one packed node each, same values)')
     .option('--awq <stats.json>', 'AWQ-smooth norms and the linears they feed before rounding, with activation statistics from `qwen3-onnx calibrate` on this model')
     .option('--awq-alpha <a>', `AWQ smoothing strength from 0 to 1 (with --awq; default ${AWQ_DEFAULT_ALPHA})`)
-    .option('--threads <n>', 'worker threads (default: all cores)', intOption('--threads'))
+    .option('--threads <n>', 'worker threads (default: all cores)', threadsOption())
     .option('--json', 'print the result as JSON')
     .option('--quiet', 'print nothing but errors')
     .action(async (flags: QuantizeFlags) => {

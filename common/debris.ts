@@ -61,15 +61,11 @@ export function deadRunDebris(dir: string): string[] {
   }).sort();
 }
 
-const settled = new Set<string>();
-
 /**
- * Settles dead runs' leftovers in `dir` as the table above says, once per folder per process
- * (best effort: a folder this run may not write is left as it is). Returns the names it found.
+ * Settles dead runs' leftovers in `dir` as the table above says (best effort: a folder this run
+ * may not write is left as it is). One readdir when there is nothing to do. Returns the names found.
  */
 export function sweepDeadRunDebris(dir: string): string[] {
-  if (settled.has(dir)) return [];
-  settled.add(dir);
   const found = deadRunDebris(dir);
   const names = new Set(found);
   for (const name of found) {

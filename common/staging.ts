@@ -73,6 +73,8 @@ export class StagedFiles {
   readonly path: string;
   private untrack: () => void;
   private readonly names = new Set<string>();
+  /** Set once the commit mark is on disk: from then on the set only moves forward. */
+  private marked = false;
 
   private constructor(readonly dir: string, label: string) {
     this.path = tempPathFor(join(dir, label));
@@ -105,7 +107,9 @@ export class StagedFiles {
       for (const name of present) await syncFile(join(this.path, name));
       await writeFile(join(this.path, COMMIT_MARK), '');
       await syncFile(join(this.path, COMMIT_MARK));
+      this.marked = true;
     } catch (err) {
+      this.marked = false;
       await this.abort();
       throw fsError('cannot write', this.dir, err);
     }
@@ -124,7 +128,9 @@ export class StagedFiles {
     return present;
   }
 
+  /** Removes the staging folder, unless the set is already marked complete (then it rolls forward). */
   async abort(): Promise<void> {
+    if (this.marked) return;
     await rm(this.path, { recursive: true, force: true });
     this.untrack();
   }

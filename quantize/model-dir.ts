@@ -1,6 +1,8 @@
 import { access, readFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { writeFileAtomic } from '../common/atomic.js';
+import { acquireDirLock } from '../common/dir-lock.js';
+import { StagedFiles } from '../common/staging.js';
 import { UserError, fsError } from '../common/errors.js';
 import type { Progress } from '../common/progress.js';
 import { OutputConfigSchema, describeZodError } from '../checkpoint/config.js';
@@ -62,8 +64,9 @@ export function recipeName(o: Pick<QuantizeDirOptions, 'bits' | 'blockSize' | 'a
 
 export function validateQuantizeOptions(o: Pick<QuantizeDirOptions, 'bits' | 'blockSize' | 'accuracyLevel'>): void {
   if (o.bits !== 4 && o.bits !== 8) throw new UserError(`--bits must be 4 or 8, got ${o.bits}`);
-  if (!Number.isInteger(o.blockSize) || o.blockSize < 16 || (o.blockSize & (o.blockSize - 1)) !== 0) {
-    throw new UserError(`--block-size must be a power of two >= 16 (MatMulNBits), got ${o.blockSize}`);
+  // onnxruntime's MatMulNBits needs a power of two >= 16; its fast CPU kernels (MLAS) stop at 256.
+  if (!Number.isInteger(o.blockSize) || o.blockSize < 16 || o.blockSize > 256 || (o.blockSize & (o.blockSize - 1)) !== 0) {
+    throw new UserError(`--block-size must be a power of two >= 16 and <= 256 (MatMulNBits), got ${o.blockSize}`);
   }
   if (!Number.isInteger(o.accuracyLevel) || o.accuracyLevel < 0 || o.accuracyLevel > 4) {
     throw new UserError(`--accuracy-level must be 0..4, got ${o.accuracyLevel}`);
@@ -75,8 +78,21 @@ export async function quantizeModelDir(o: QuantizeDirOptions): Promise<QuantizeD
   const dir = resolve(o.modelDir);
   const variant = `int${o.bits}`;
   const configPath = join(dir, 'config.json');
-  // Validate config.json before the long work, and edit the parsed text (not zod's output)
-  // so key order, and with it the file's bytes, stay as the exporter wrote them.
+  await readConfig(configPath); // cheap checks before taking the lock
+  // One writer at a time: config.json is read again under the lock, so no other run's recipe is lost.
+  const lock = await acquireDirLock(dir, 'quantize');
+  try {
+    return await quantizeLocked(o, dir, variant, configPath);
+  } finally {
+    await lock.release();
+  }
+}
+
+/**
+ * config.json, validated, as text and parsed: the recipe is added to the parsed text (not zod's
+ * output) so key order, and with it the file's bytes, stay as the exporter wrote them.
+ */
+async function readConfig(configPath: string): Promise<{ configText: string; raw: Record<string, unknown> }> {
   let configText: string;
   try {
     configText = await readFile(configPath, 'utf8');
@@ -92,6 +108,12 @@ export async function quantizeModelDir(o: QuantizeDirOptions): Promise<QuantizeD
   const checked = OutputConfigSchema.safeParse(raw);
   if (!checked.success) throw new UserError(`${configPath}: ${describeZodError(checked.error)}`);
 
+  return { configText, raw };
+}
+
+async function quantizeLocked(o: QuantizeDirOptions, dir: string, variant: string, configPath: string): Promise<QuantizeDirResult> {
+  const { configText, raw } = await readConfig(configPath);
+
   for (const g of DECODER_GRAPHS) {
     const p = join(dir, `${g}.onnx`);
     try {
@@ -100,13 +122,22 @@ export async function quantizeModelDir(o: QuantizeDirOptions): Promise<QuantizeD
       throw fsError('cannot read', p, err);
     }
   }
-  const dataFile = join(dir, `decoder_weights.${variant}.data`);
-  // AWQ: quantise smoothed float copies (temp files beside the originals) instead of the originals.
-  const smoothed = o.awq ? await smoothForQuantize(dir, DECODER_GRAPHS, o.awq, o.progress) : null;
+  // The variant's graphs, weights and config recipe appear together or not at all: they are
+  // written into a staging folder inside the model directory and renamed in only once complete
+  // (common/staging.ts).
+  let staged: StagedFiles | undefined;
   let report: TransformReport;
+  let smoothed: Awaited<ReturnType<typeof smoothForQuantize>> | null = null;
+  let awqReport: SmoothReport | undefined;
+  const recipe = recipeName(o);
   try {
+    staged = await StagedFiles.create(dir, `quantize-${variant}`);
+    const dataFile = staged.fileFor(`decoder_weights.${variant}.data`);
+    // AWQ: quantise smoothed float copies (temp files beside the originals) instead of the originals.
+    smoothed = o.awq ? await smoothForQuantize(dir, DECODER_GRAPHS, o.awq, o.progress) : null;
+    const sources = smoothed?.sources;
     report = await transformGraphs({
-      graphs: DECODER_GRAPHS.map((g) => ({ src: smoothed?.sources[g] ?? join(dir, `${g}.onnx`), dst: join(dir, `${g}.${variant}.onnx`) })),
+      graphs: DECODER_GRAPHS.map((g) => ({ src: sources?.[g] ?? join(dir, `${g}.onnx`), dst: staged!.fileFor(`${g}.${variant}.onnx`) })),
       dataFile,
       fuse: o.fuse,
       skipFusion: o.fuse && o.skipFusion,
@@ -115,19 +146,27 @@ export async function quantizeModelDir(o: QuantizeDirOptions): Promise<QuantizeD
       threads: o.threads,
       progress: o.progress,
     });
-  } finally {
+    awqReport = smoothed?.report;
     await smoothed?.cleanup();
-  }
+    smoothed = null;
 
-  const recipe = recipeName(o);
-  const previous = (raw.quantization && typeof raw.quantization === 'object' ? raw.quantization : {}) as Record<string, string>;
-  const merged: Record<string, string> = { ...previous };
-  // int4 keys are the bare graph names (CONTRACT.md); other widths name their variant.
-  for (const g of DECODER_GRAPHS) merged[o.bits === 4 ? g : `${g}.${variant}`] = recipe;
-  raw.quantization = Object.fromEntries(Object.keys(merged).sort().map((k) => [k, merged[k]]));
-  const text = `${JSON.stringify(raw, null, 2)}\n`;
-  if (!OutputConfigSchema.safeParse(JSON.parse(text)).success) throw new Error('config.json no longer validates after adding quantization');
-  if (text !== configText) await writeFileAtomic(configPath, text);
+    const previous = (raw.quantization && typeof raw.quantization === 'object' ? raw.quantization : {}) as Record<string, string>;
+    const merged: Record<string, string> = { ...previous };
+    // int4 keys are the bare graph names (CONTRACT.md); other widths name their variant.
+    for (const g of DECODER_GRAPHS) merged[o.bits === 4 ? g : `${g}.${variant}`] = recipe;
+    raw.quantization = Object.fromEntries(Object.keys(merged).sort().map((k) => [k, merged[k]]));
+    const text = `${JSON.stringify(raw, null, 2)}\n`;
+    if (!OutputConfigSchema.safeParse(JSON.parse(text)).success) throw new Error('config.json no longer validates after adding quantization');
+    if (text !== configText) await writeFileAtomic(staged.fileFor('config.json'), text);
+    await staged.commit();
+    // Report where the files are now, not where they were staged.
+    const final = (p: string): string => join(dir, basename(p));
+    report = { ...report, graphs: report.graphs.map((g) => ({ ...g, dst: final(g.dst) })), data: { ...report.data, file: final(report.data.file) } };
+  } catch (err) {
+    await smoothed?.cleanup();
+    await staged?.abort();
+    throw err;
+  }
 
   return {
     modelDir: dir,
@@ -135,6 +174,6 @@ export async function quantizeModelDir(o: QuantizeDirOptions): Promise<QuantizeD
     recipe,
     files: [...DECODER_GRAPHS.map((g) => `${g}.${variant}.onnx`), `decoder_weights.${variant}.data`, 'config.json'],
     report,
-    ...(smoothed ? { awq: smoothed.report } : {}),
+    ...(awqReport ? { awq: awqReport } : {}),
   };
 }
