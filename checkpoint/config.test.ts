@@ -45,7 +45,7 @@ describe('checkpoint config.json', () => {
     const dims = dimsFromConfig(CheckpointConfigSchema.parse(smallConfigJson()));
     expect(dims.audio).toMatchObject({ chunkFrames: 100, windowTokens: 104, freqAfterConv: 2, downsampleHidden: 4 });
     expect(dims.text).toMatchObject({ vocab: 20, hidden: 10, heads: 2, kvHeads: 1, headDim: 4, tied: true });
-    expect(dims.tokens).toEqual({ audio: 151676, audioStart: 151669, audioEnd: 151670 });
+    expect(dims.tokens).toEqual({ audio: 17, audioStart: 18, audioEnd: 19 });
   });
 
   it('rejects a missing needed field with its path', async () => {

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { UserError, fsError } from '../common/errors.js';
+import type { CheckpointFormat } from './tensor-names.js';
 
 /**
  * The checkpoint's config.json (Hugging Face `qwen3_asr`). Only the fields the toolkit
@@ -52,7 +53,43 @@ export const CheckpointConfigSchema = z.looseObject({
   }),
 });
 
+/**
+ * The flat config.json of the transformers-native `-hf` checkpoints (shared/CONTRACT.md):
+ * top-level `audio_config` (`model_type: "qwen3_asr_encoder"`, same fields as the original's)
+ * and `text_config`, a plain `qwen3` config whose RoPE settings sit in `rope_parameters`; the
+ * token ids and `tie_word_embeddings` at top level; no `thinker_config`.
+ */
+export const HfTextConfigSchema = z.looseObject({
+  vocab_size: z.number().int().positive(),
+  hidden_size: z.number().int().positive(),
+  intermediate_size: z.number().int().positive(),
+  num_hidden_layers: z.number().int().positive(),
+  num_attention_heads: z.number().int().positive(),
+  num_key_value_heads: z.number().int().positive(),
+  head_dim: z.number().int().positive(),
+  rms_norm_eps: z.number().positive(),
+  hidden_act: z.string().default('silu'),
+  tie_word_embeddings: z.boolean().optional(),
+  rope_parameters: z.looseObject({
+    rope_theta: z.number().positive(),
+    rope_type: z.string().optional(),
+    mrope_section: z.array(z.number().int().nonnegative()).optional(),
+    mrope_interleaved: z.boolean().optional(),
+  }),
+});
+
+export const HfCheckpointConfigSchema = z.looseObject({
+  model_type: z.literal('qwen3_asr'),
+  audio_config: AudioConfigSchema,
+  text_config: HfTextConfigSchema,
+  audio_token_id: z.number().int().nonnegative(),
+  audio_start_token_id: z.number().int().nonnegative().default(151669),
+  audio_end_token_id: z.number().int().nonnegative().default(151670),
+  tie_word_embeddings: z.boolean().optional(),
+});
+
 export type CheckpointConfig = z.infer<typeof CheckpointConfigSchema>;
+export type HfCheckpointConfig = z.infer<typeof HfCheckpointConfigSchema>;
 export type AudioConfig = z.infer<typeof AudioConfigSchema>;
 export type TextConfig = z.infer<typeof TextConfigSchema>;
 
@@ -139,8 +176,167 @@ export async function readJsonWith<T extends z.ZodType>(schema: T, file: string)
   return parseJsonWith(schema, text, file);
 }
 
+/** A checkpoint's config.json, in the original (nested) shape whichever format it was read from. */
+export interface ReadConfig {
+  format: CheckpointFormat;
+  config: CheckpointConfig;
+  /** Absolute path of the file read (for messages). */
+  file: string;
+}
+
+/** Reads config.json (either format), normalises it to the original shape and checks it. */
 export async function readCheckpointConfig(dir: string): Promise<CheckpointConfig> {
-  return readJsonWith(CheckpointConfigSchema, join(dir, 'config.json'));
+  return (await readCheckpointConfigWithFormat(dir)).config;
+}
+
+export async function readCheckpointConfigWithFormat(dir: string): Promise<ReadConfig> {
+  const file = join(dir, 'config.json');
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw fsError('cannot read', file, err);
+  }
+  return parseCheckpointConfig(text, file);
+}
+
+/** Parses config.json text of either format (found by its layout); see readCheckpointConfigWithFormat. */
+export function parseCheckpointConfig(text: string, file: string): ReadConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new UserError(`${file}: not valid JSON (${(err as Error).message})`);
+  }
+  const format = configFormat(raw, file);
+  const config = format === 'original'
+    ? parseWith(CheckpointConfigSchema, raw, file)
+    : originalShape(parseWith(HfCheckpointConfigSchema, raw, file));
+  checkConfigConsistency(config, format, file);
+  return { format, config, file };
+}
+
+function parseWith<T extends z.ZodType>(schema: T, raw: unknown, file: string): z.infer<T> {
+  const res = schema.safeParse(raw);
+  if (!res.success) throw new UserError(`${file}: ${describeZodError(res.error)}`);
+  return res.data;
+}
+
+/** Which layout a parsed config.json has: nested thinker_config (original) or flat (-hf). */
+function configFormat(raw: unknown, file: string): CheckpointFormat {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new UserError(`${file}: expected a JSON object`);
+  const obj = raw as Record<string, unknown>;
+  const nested = 'thinker_config' in obj;
+  const flat = 'audio_config' in obj || 'text_config' in obj;
+  if (nested && flat) {
+    throw new UserError(`${file}: thinker_config: found both the original nested layout (thinker_config) and the -hf flat layout (top-level ${'audio_config' in obj ? 'audio_config' : 'text_config'}); expected one of them`);
+  }
+  if (nested) return 'original';
+  if (flat) return 'hf';
+  throw new UserError(
+    `${file}: not a Qwen3-ASR config: found model_type ${JSON.stringify(obj.model_type ?? null)} with neither thinker_config nor audio_config + text_config; `
+    + 'expected the original layout (model_type "qwen3_asr" with thinker_config.audio_config/text_config) '
+    + 'or the transformers-native -hf layout (model_type "qwen3_asr" with top-level audio_config and text_config)');
+}
+
+/**
+ * MRoPE sections when a config names none (-hf text_config is a plain qwen3 config). With the
+ * three equal position ids speech uses, MRoPE is plain RoPE whatever the split, so this only
+ * fills the output config's field: the official 24/20/20 of 64 frequencies, scaled to head_dim.
+ */
+export function defaultMropeSection(headDim: number): number[] {
+  const half = Math.floor(headDim / 2);
+  const side = Math.floor((half * 5) / 16);
+  return [half - 2 * side, side, side];
+}
+
+/** An -hf config in the original (nested) shape the rest of the toolkit reads. */
+function originalShape(hf: HfCheckpointConfig): CheckpointConfig {
+  const { rope_parameters: rope, tie_word_embeddings: textTied, ...text } = hf.text_config;
+  const tied = hf.tie_word_embeddings ?? textTied ?? false;
+  return CheckpointConfigSchema.parse({
+    model_type: 'qwen3_asr',
+    thinker_config: {
+      audio_config: hf.audio_config,
+      text_config: {
+        ...text,
+        rope_theta: rope.rope_theta,
+        tie_word_embeddings: tied,
+        rope_scaling: {
+          mrope_section: rope.mrope_section ?? defaultMropeSection(text.head_dim),
+          interleaved: rope.mrope_interleaved ?? true,
+          ...(rope.rope_type !== undefined ? { rope_type: rope.rope_type } : {}),
+        },
+      },
+      audio_token_id: hf.audio_token_id,
+      audio_start_token_id: hf.audio_start_token_id,
+      audio_end_token_id: hf.audio_end_token_id,
+    },
+  });
+}
+
+/** The config.json field a check is about, spelled as the given format spells it. */
+export function configField(format: CheckpointFormat, part: 'audio' | 'text' | 'top' | 'rope', key: string): string {
+  if (format === 'original') {
+    const base = { audio: 'thinker_config.audio_config.', text: 'thinker_config.text_config.', top: 'thinker_config.', rope: 'thinker_config.text_config.rope_scaling.' }[part];
+    return base + key;
+  }
+  const base = { audio: 'audio_config.', text: 'text_config.', top: '', rope: 'text_config.rope_parameters.' }[part];
+  return base + key;
+}
+
+/** What the graph builders implement; anything else would export a different model silently. */
+const SUPPORTED_AUDIO_ACT = 'gelu';
+const SUPPORTED_TEXT_ACT = 'silu';
+const MAX_RMS_NORM_EPS = 1e-2;
+
+/**
+ * Cross-checks config fields against each other (cheap, before any tensor is read): attention
+ * heads that split the width, the encoder's attention window, MRoPE sections, eps range,
+ * activations the graphs implement, special-token ids inside the vocabulary.
+ */
+export function checkConfigConsistency(cfg: CheckpointConfig, format: CheckpointFormat, file: string): void {
+  const a = cfg.thinker_config.audio_config;
+  const t = cfg.thinker_config.text_config;
+  const fail = (part: 'audio' | 'text' | 'top' | 'rope', key: string, why: string): never => {
+    throw new UserError(`${file}: ${configField(format, part, key)}: ${why}`);
+  };
+  if (a.d_model % a.encoder_attention_heads !== 0) {
+    fail('audio', 'encoder_attention_heads', `${a.encoder_attention_heads} heads do not divide d_model ${a.d_model}`);
+  }
+  const chunk = 2 * a.n_window;
+  // The official encoder attends inside windows of n_window_infer // (2*n_window) chunks.
+  if (a.n_window_infer % chunk !== 0) {
+    fail('audio', 'n_window_infer', `${a.n_window_infer} is not a multiple of 2*n_window = ${chunk} (the encoder's attention window is n_window_infer / (2*n_window) chunks of ${chunk} mel frames)`);
+  }
+  if (a.activation_function !== SUPPORTED_AUDIO_ACT) {
+    fail('audio', 'activation_function', `${JSON.stringify(a.activation_function)} is not supported (the Qwen3-ASR encoder uses "${SUPPORTED_AUDIO_ACT}")`);
+  }
+  if (t.hidden_act !== SUPPORTED_TEXT_ACT) {
+    fail('text', 'hidden_act', `${JSON.stringify(t.hidden_act)} is not supported (the Qwen3 decoder uses "${SUPPORTED_TEXT_ACT}")`);
+  }
+  if (!(t.rms_norm_eps > 0 && t.rms_norm_eps <= MAX_RMS_NORM_EPS)) {
+    fail('text', 'rms_norm_eps', `${t.rms_norm_eps} is outside (0, ${MAX_RMS_NORM_EPS}] (Qwen3 uses 1e-6)`);
+  }
+  if (t.num_attention_heads % t.num_key_value_heads !== 0) {
+    fail('text', 'num_key_value_heads', `${t.num_key_value_heads} key/value heads do not divide num_attention_heads ${t.num_attention_heads}`);
+  }
+  if (t.head_dim % 2 !== 0) fail('text', 'head_dim', `${t.head_dim} is odd (rotary embeddings rotate halves of head_dim)`);
+  const section = t.rope_scaling?.mrope_section;
+  if (section !== undefined) {
+    const sum = section.reduce((x, y) => x + y, 0);
+    if (section.length !== 3 || sum !== t.head_dim / 2) {
+      fail('rope', 'mrope_section', `[${section.join(',')}] must be three numbers summing to head_dim/2 = ${t.head_dim / 2}`);
+    }
+  }
+  const tokens: [string, number][] = [
+    ['audio_token_id', cfg.thinker_config.audio_token_id],
+    ['audio_start_token_id', cfg.thinker_config.audio_start_token_id],
+    ['audio_end_token_id', cfg.thinker_config.audio_end_token_id],
+  ];
+  for (const [key, id] of tokens) {
+    if (id >= t.vocab_size) fail('top', key, `${id} is outside the vocabulary (vocab_size ${t.vocab_size})`);
+  }
 }
 
 /** The config.json we write into a model directory (the consumer contract). */

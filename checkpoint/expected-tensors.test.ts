@@ -183,6 +183,8 @@ describe('openCheckpoint validation', () => {
     const src = await openSafetensors(d);
     const report = checkCheckpoint(src, dimsOf());
     await src.close();
-    expect(report.problems.length).toBe(16 + 11);
+    // The one-layer encoder has no layer left: one layer-count problem; decoder layer 0: its 11 tensors.
+    expect(report.problems.length).toBe(1 + 11);
+    expect(report.problems[0]).toMatch(/encoder_layers is 1, but the checkpoint has no encoder layer tensors \(tensor thinker\.audio_tower\.layers\.0\.self_attn\.q_proj\.weight is missing\)/);
   });
 });

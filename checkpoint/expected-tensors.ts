@@ -1,6 +1,7 @@
 import { UserError } from '../common/errors.js';
 import type { ModelDims } from './config.js';
 import { FLOAT_DTYPES } from './safetensors.js';
+import { AUDIO_PREFIX, EMBED_TOKENS, LM_HEAD, TEXT_PREFIX } from './tensor-names.js';
 import type { TensorSource } from './tensor-source.js';
 
 /**
@@ -16,10 +17,7 @@ import type { TensorSource } from './tensor-source.js';
  * nn.Linear weights are stored [out_features, in_features].
  */
 
-export const AUDIO_PREFIX = 'thinker.audio_tower.';
-export const TEXT_PREFIX = 'thinker.model.';
-export const LM_HEAD = 'thinker.lm_head.weight';
-export const EMBED_TOKENS = 'thinker.model.embed_tokens.weight';
+export { AUDIO_PREFIX, EMBED_TOKENS, LM_HEAD, TEXT_PREFIX };
 
 export function expectedTensors(dims: ModelDims): Map<string, number[]> {
   const out = new Map<string, number[]>();
@@ -105,21 +103,75 @@ export interface CheckpointReport {
 const fmt = (s: readonly number[]) => `[${s.join(',')}]`;
 const sameShape = (x: readonly number[], y: readonly number[]) => x.length === y.length && x.every((v, i) => v === y[i]);
 
-/** Checks a tensor source against the model's needs; never throws for checkpoint problems. */
-export function checkCheckpoint(source: TensorSource, dims: ModelDims): CheckpointReport {
-  const expected = expectedTensors(dims);
+export interface CheckOptions {
+  /** How a (canonical) tensor name is shown in messages: the name the checkpoint stores. */
+  displayName?: (name: string) => string;
+  /** How a config field is named in messages (e.g. `thinker_config.text_config.num_hidden_layers`). */
+  layerField?: { audio: string; text: string };
+}
+
+const LAYER_TOWERS = [
+  { tower: 'audio', prefix: `${AUDIO_PREFIX}layers.`, what: 'encoder layer', probe: 'self_attn.q_proj.weight' },
+  { tower: 'text', prefix: `${TEXT_PREFIX}layers.`, what: 'decoder layer', probe: 'input_layernorm.weight' },
+] as const;
+
+/**
+ * Layer counts against the tensors present, before the expected-tensor list is built (a config
+ * claiming 1e9 layers must fail at once, not after building a billion-entry list). Returns one
+ * problem per tower whose config and tensors disagree, and the layer counts to check the
+ * tensors with (never more than the checkpoint has).
+ */
+function checkLayerCounts(
+  source: TensorSource, dims: ModelDims, opts: Required<CheckOptions>,
+): { problems: string[]; checked: ModelDims } {
   const problems: string[] = [];
+  const configured = { audio: dims.audio.layers, text: dims.text.layers };
+  const checked = { audio: dims.audio.layers, text: dims.text.layers };
+  for (const { tower, prefix, what, probe } of LAYER_TOWERS) {
+    let highest = -1;
+    let highestName = '';
+    for (const t of source.list()) {
+      if (!t.name.startsWith(prefix)) continue;
+      const index = Number(/^(\d+)\./.exec(t.name.slice(prefix.length))?.[1] ?? NaN);
+      if (Number.isInteger(index) && index > highest) { highest = index; highestName = t.name; }
+    }
+    const layers = configured[tower];
+    if (highest >= layers) {
+      problems.push(`tensor ${opts.displayName(highestName)} belongs to ${what} ${highest}, but config.json ${opts.layerField[tower]} is ${layers} (layers 0..${layers - 1})`);
+    } else if (highest < layers - 1) {
+      const missing = `${prefix}${highest + 1}.${probe}`;
+      const has = highest < 0 ? `no ${what} tensors` : `${what}s 0..${highest} only`;
+      problems.push(`config.json ${opts.layerField[tower]} is ${layers}, but the checkpoint has ${has} (tensor ${opts.displayName(missing)} is missing)`);
+      checked[tower] = highest + 1;
+    }
+  }
+  return {
+    problems,
+    checked: { ...dims, audio: { ...dims.audio, layers: checked.audio }, text: { ...dims.text, layers: checked.text } },
+  };
+}
+
+/** Checks a tensor source against the model's needs; never throws for checkpoint problems. */
+export function checkCheckpoint(source: TensorSource, dims: ModelDims, options: CheckOptions = {}): CheckpointReport {
+  const opts: Required<CheckOptions> = {
+    displayName: options.displayName ?? ((n) => n),
+    layerField: options.layerField ?? { audio: 'encoder_layers', text: 'num_hidden_layers' },
+  };
+  const show = opts.displayName;
+  const layers = checkLayerCounts(source, dims, opts);
+  const expected = expectedTensors(layers.checked);
+  const problems: string[] = [...layers.problems];
   let matched = 0;
   for (const [name, shape] of expected) {
     if (!source.has(name)) {
-      problems.push(`tensor ${name} is missing (expected shape ${fmt(shape)})`);
+      problems.push(`tensor ${show(name)} is missing (expected shape ${fmt(shape)})`);
       continue;
     }
     const info = source.info(name);
     if (!sameShape(info.shape, shape)) {
-      problems.push(`tensor ${name}: expected shape ${fmt(shape)}, found ${fmt(info.shape)}`);
+      problems.push(`tensor ${show(name)}: expected shape ${fmt(shape)}, found ${fmt(info.shape)}`);
     } else if (!FLOAT_DTYPES.includes(info.dtype)) {
-      problems.push(`tensor ${name}: dtype ${info.dtype} is not a float type (${FLOAT_DTYPES.join('/')})`);
+      problems.push(`tensor ${show(name)}: dtype ${info.dtype} is not a float type (${FLOAT_DTYPES.join('/')})`);
     } else {
       matched += 1;
     }
@@ -129,7 +181,7 @@ export function checkCheckpoint(source: TensorSource, dims: ModelDims): Checkpoi
     const info = source.info(LM_HEAD);
     const shape = [dims.text.vocab, dims.text.hidden];
     if (!sameShape(info.shape, shape)) {
-      problems.push(`tensor ${LM_HEAD}: expected shape ${fmt(shape)} (tied to embed_tokens), found ${fmt(info.shape)}`);
+      problems.push(`tensor ${show(LM_HEAD)}: expected shape ${fmt(shape)} (tied to embed_tokens), found ${fmt(info.shape)}`);
     }
     ignoredTiedLmHead = true;
   }
@@ -137,9 +189,9 @@ export function checkCheckpoint(source: TensorSource, dims: ModelDims): Checkpoi
   for (const t of source.list()) {
     if (expected.has(t.name) || t.name === LM_HEAD) continue;
     if (UNSUPPORTED_EXTRA.some((re) => re.test(t.name))) {
-      problems.push(`tensor ${t.name} is not supported (the official Qwen3-ASR model has no such parameter)`);
+      problems.push(`tensor ${show(t.name)} is not supported (the official Qwen3-ASR model has no such parameter)`);
     } else {
-      extras.push(t.name);
+      extras.push(show(t.name));
     }
   }
   return { matched, problems, extras, ignoredTiedLmHead };
@@ -149,8 +201,10 @@ export function checkCheckpoint(source: TensorSource, dims: ModelDims): Checkpoi
  * Throws a one-line UserError (naming `where`, the first problem and how many more) unless
  * every tensor the model needs is present, float and correctly shaped.
  */
-export function validateCheckpoint(source: TensorSource, dims: ModelDims, where = 'checkpoint'): CheckpointReport {
-  const report = checkCheckpoint(source, dims);
+export function validateCheckpoint(
+  source: TensorSource, dims: ModelDims, where = 'checkpoint', options: CheckOptions = {},
+): CheckpointReport {
+  const report = checkCheckpoint(source, dims, options);
   if (report.problems.length) {
     const more = report.problems.length > 1 ? ` (and ${report.problems.length - 1} more problems)` : '';
     throw new UserError(`${where}: ${report.problems[0]}${more}`);

@@ -47,16 +47,18 @@ const goodTensors = () => [
 describe('safetensors reading', () => {
   it('round-trips BF16, F16 and F32 values exactly as their formats allow', async () => {
     const values = [0, -0, 1, -1.5, 3.140625, 65504, 1e-3, -2.5e-5, 1e20, -7.75, 0.1, 123.456];
+    // 1e20 overflows float16 to Infinity, which the reader refuses (see the finite-values test).
+    const f16Values = values.map((v) => (v === 1e20 ? 6e4 : v));
     const d = await freshDir();
     await writeSafetensors(join(d, 'model.safetensors'), [
       { name: 'bf', dtype: 'BF16', shape: [3, 4], data: encodeFloats('BF16', values) },
-      { name: 'f16', dtype: 'F16', shape: [12], data: encodeFloats('F16', values) },
+      { name: 'f16', dtype: 'F16', shape: [12], data: encodeFloats('F16', f16Values) },
       { name: 'f32', dtype: 'F32', shape: [2, 2, 3], data: encodeFloats('F32', values) },
     ], { format: 'pt' });
     const src = await openSafetensors(d);
     try {
       expect(Array.from(await src.readFloat32('bf'))).toEqual(values.map((v) => bf16ToF32(f32ToBf16(v))));
-      expect(Array.from(await src.readFloat32('f16'))).toEqual(values.map((v) => f16ToF32(f32ToF16(v))));
+      expect(Array.from(await src.readFloat32('f16'))).toEqual(f16Values.map((v) => f16ToF32(f32ToF16(v))));
       expect(Array.from(await src.readFloat32('f32'))).toEqual(Array.from(Float32Array.from(values)));
       expect(await src.readRaw('bf')).toEqual(encodeFloats('BF16', values));
       expect(src.list().map((t) => t.name)).toEqual(['bf', 'f16', 'f32']);
@@ -64,6 +66,28 @@ describe('safetensors reading', () => {
       expect(src.has('bf')).toBe(true);
       expect(src.has('nope')).toBe(false);
       expect(() => src.info('nope')).toThrow(/tensor nope not found/);
+    } finally {
+      await src.close();
+    }
+  });
+
+  it('refuses NaN and infinite values in every float dtype, naming the tensor and element, in whole and row reads', async () => {
+    const d = await freshDir();
+    const le16 = (...h: number[]) => new Uint8Array(h.flatMap((x) => [x & 0xff, x >>> 8]));
+    await writeSafetensors(join(d, 'model.safetensors'), [
+      { name: 'bf_nan', dtype: 'BF16', shape: [2, 2], data: le16(0x3f80, 0x3f80, 0x3f80, 0x7fc0) }, // NaN last
+      { name: 'f16_inf', dtype: 'F16', shape: [3], data: le16(0x3c00, 0xfc00, 0x3c00) }, // -Infinity at 1
+      { name: 'f32_inf', dtype: 'F32', shape: [2], data: encodeFloats('F32', [Infinity, 1]) },
+      { name: 'fine', dtype: 'F32', shape: [2], data: encodeFloats('F32', [1, -3.4e38]) },
+    ]);
+    const src = await openSafetensors(d);
+    try {
+      await expect(src.readFloat32('bf_nan')).rejects.toThrow(/tensor bf_nan: element 3 is NaN \(weights must be finite numbers\)$/);
+      await expect(src.readFloat32Rows('bf_nan', 1, 1)).rejects.toThrow(/tensor bf_nan: element 3 is NaN/);
+      expect(Array.from(await src.readFloat32Rows('bf_nan', 0, 1))).toEqual([1, 1]);
+      await expect(src.readFloat32('f16_inf')).rejects.toThrow(/tensor f16_inf: element 1 is -Infinity/);
+      await expect(src.readFloat32('f32_inf')).rejects.toThrow(/model\.safetensors: tensor f32_inf: element 0 is Infinity/);
+      expect(Array.from(await src.readFloat32('fine'))).toEqual([1, Math.fround(-3.4e38)]);
     } finally {
       await src.close();
     }

@@ -228,17 +228,32 @@ export class SafetensorsSource implements TensorSource {
     if (t.dtype === 'F32') {
       // Little-endian host (x86/ARM): the stored bytes are the float32 values.
       await readExactly(fh, t.file, new Uint8Array(out.buffer), start);
-      return out;
+    } else {
+      const convert = t.dtype === 'BF16' ? bf16BytesToF32 : f16BytesToF32;
+      const scratch = new Uint8Array(Math.min(count, CONVERT_CHUNK_ELEMENTS) * 2);
+      for (let done = 0; done < count; done += CONVERT_CHUNK_ELEMENTS) {
+        const n = Math.min(CONVERT_CHUNK_ELEMENTS, count - done);
+        const bytes = scratch.subarray(0, n * 2);
+        await readExactly(fh, t.file, bytes, start + done * 2);
+        convert(bytes, out.subarray(done, done + n));
+      }
     }
-    const convert = t.dtype === 'BF16' ? bf16BytesToF32 : f16BytesToF32;
-    const scratch = new Uint8Array(Math.min(count, CONVERT_CHUNK_ELEMENTS) * 2);
-    for (let done = 0; done < count; done += CONVERT_CHUNK_ELEMENTS) {
-      const n = Math.min(CONVERT_CHUNK_ELEMENTS, count - done);
-      const bytes = scratch.subarray(0, n * 2);
-      await readExactly(fh, t.file, bytes, start + done * 2);
-      convert(bytes, out.subarray(done, done + n));
-    }
+    assertFinite(t, out, first);
     return out;
+  }
+}
+
+/**
+ * Every value read is checked here, in the one pass that reads it: a NaN or infinite weight
+ * would export (and quantize) into a model that prints garbage, so it is refused by name.
+ */
+function assertFinite(t: TensorInfo, values: Float32Array, firstElement: number): void {
+  for (let i = 0; i < values.length; i += 1) {
+    const v = values[i];
+    // v - v is 0 for every finite v, NaN for NaN and +-Infinity.
+    if (v - v !== 0) {
+      throw new UserError(`${t.file}: tensor ${t.name}: element ${firstElement + i} is ${v} (weights must be finite numbers)`);
+    }
   }
 }
 

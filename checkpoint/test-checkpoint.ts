@@ -2,6 +2,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { dimsFromConfig, CheckpointConfigSchema } from './config.js';
 import { expectedTensors } from './expected-tensors.js';
+import { hfNameOf } from './tensor-names.js';
 import { floatTensor, writeSafetensors, type TestTensor } from './test-writer.js';
 
 /**
@@ -27,13 +28,33 @@ export function smallConfigJson(opts: { tied?: boolean } = {}): Record<string, u
         rms_norm_eps: 1e-6, tie_word_embeddings: opts.tied ?? true, hidden_act: 'silu',
         rope_scaling: { rope_type: 'default', mrope_section: [1, 1, 0], interleaved: true },
       },
-      audio_token_id: 151676, audio_start_token_id: 151669, audio_end_token_id: 151670,
+      // Inside the 20-token vocabulary (ids past vocab_size are refused).
+      audio_token_id: 17, audio_start_token_id: 18, audio_end_token_id: 19,
     },
+  };
+}
+
+/** The same small model's config.json in the flat transformers-native (-hf) layout. */
+export function smallHfConfigJson(opts: { tied?: boolean } = {}): Record<string, unknown> {
+  const original = smallConfigJson(opts);
+  const thinker = original.thinker_config as Record<string, Record<string, unknown>>;
+  const { rope_scaling: _rope, rope_theta: theta, tie_word_embeddings: _tied, ...text } = thinker.text_config;
+  return {
+    architectures: ['Qwen3ASRForConditionalGeneration'],
+    model_type: 'qwen3_asr',
+    audio_config: { ...thinker.audio_config, model_type: 'qwen3_asr_encoder' },
+    text_config: { ...text, model_type: 'qwen3', rope_parameters: { rope_theta: theta, rope_type: 'default', mrope_section: [1, 1, 0] } },
+    audio_token_id: 17, audio_start_token_id: 18, audio_end_token_id: 19,
+    tie_word_embeddings: opts.tied ?? true,
   };
 }
 
 export interface CraftOptions {
   tied?: boolean;
+  /** Write the -hf layout: flat config.json, tensors under their -hf names (default original). */
+  format?: 'original' | 'hf';
+  /** Replaces the config.json written (after the tensors are planned from the small config). */
+  config?: Record<string, unknown>;
   /** Edits the tensor list before writing (drop, reshape, add). */
   edit?: (tensors: TestTensor[]) => TestTensor[];
   /** Splits the tensors over this many shards with an index.json. */
@@ -44,10 +65,12 @@ export interface CraftOptions {
 export async function craftCheckpoint(dir: string, opts: CraftOptions = {}): Promise<void> {
   await mkdir(dir, { recursive: true });
   const config = smallConfigJson({ tied: opts.tied });
-  await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2));
+  const hf = opts.format === 'hf';
+  const written = opts.config ?? (hf ? smallHfConfigJson({ tied: opts.tied }) : config);
+  await writeFile(join(dir, 'config.json'), JSON.stringify(written, null, 2));
   const dims = dimsFromConfig(CheckpointConfigSchema.parse(config));
   let tensors = [...expectedTensors(dims)].map(([name, shape], k) =>
-    floatTensor(name, shape, 'BF16', (i) => ((i + k) % 5) - 2));
+    floatTensor(hf ? hfNameOf(name)! : name, shape, 'BF16', (i) => ((i + k) % 5) - 2));
   if (opts.edit) tensors = opts.edit(tensors);
   const shards = opts.shards ?? 1;
   if (shards === 1) {

@@ -1,19 +1,31 @@
 import { describe, expect, it } from 'vitest';
 import { PRESETS } from '../fixtures/presets.js';
 import { tensorPlan } from '../fixtures/tensor-plan.js';
-import { tinyCheckpointDir } from '../fixtures/test-support.js';
-import { EMBED_TOKENS, expectedTensors } from './expected-tensors.js';
+import { tinyCheckpointDir, tinyCheckpointVariantDir } from '../fixtures/test-support.js';
+import { EMBED_TOKENS, expectedTensors, LM_HEAD } from './expected-tensors.js';
 import { openCheckpoint } from './open-checkpoint.js';
 
 describe('tiny fixture through openCheckpoint', () => {
+  it.each(['original', 'hf'] as const)('%s layout: loads with no tensor left over or missing (the tied lm_head stored, as in the real files)', async (format) => {
+    const ck = await openCheckpoint(await tinyCheckpointVariantDir({ format }));
+    try {
+      expect(ck.format).toBe(format);
+      expect(ck.report).toEqual({ matched: expectedTensors(ck.dims).size, problems: [], extras: [], ignoredTiedLmHead: true });
+      const names = ck.tensors.list().map((t) => t.name);
+      expect(names).toEqual([...expectedTensors(ck.dims).keys(), LM_HEAD].sort());
+    } finally {
+      await ck.tensors.close();
+    }
+  });
+
   it('validates, and every tensor reads as finite float32 of the declared size', async () => {
     const ck = await openCheckpoint(await tinyCheckpointDir());
     try {
-      expect(ck.report).toMatchObject({ problems: [], extras: [], ignoredTiedLmHead: false });
+      expect(ck.report).toMatchObject({ problems: [], extras: [], ignoredTiedLmHead: true });
       expect(ck.dims.text).toMatchObject({ hidden: 96, heads: 4, kvHeads: 2, headDim: 32, vocab: 151936, tied: true });
       expect(ck.dims.audio).toMatchObject({ dModel: 64, layers: 3, downsampleHidden: 16, freqAfterConv: 16 });
       const list = ck.tensors.list();
-      expect(list.length).toBe(expectedTensors(ck.dims).size);
+      expect(list.length).toBe(expectedTensors(ck.dims).size + 1);
       for (const t of list) {
         expect(t.dtype).toBe('BF16');
         const v = await ck.tensors.readFloat32(t.name);

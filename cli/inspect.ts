@@ -5,9 +5,12 @@ import onnxProto from 'onnx-proto';
 import type { onnx as O } from 'onnx-proto';
 import { UserError, fsError } from '../common/errors.js';
 import {
-  dimsFromConfig, describeZodError, OutputConfigSchema, readCheckpointConfig, type ModelDims,
+  dimsFromConfig, describeZodError, OutputConfigSchema, readCheckpointConfigWithFormat, type ModelDims,
 } from '../checkpoint/config.js';
 import { checkCheckpoint, expectedTensors } from '../checkpoint/expected-tensors.js';
+import { checkOptionsFor, checkTensorNamesMatch } from '../checkpoint/open-checkpoint.js';
+import { HfTensorSource } from '../checkpoint/renamed-source.js';
+import type { CheckpointFormat } from '../checkpoint/tensor-names.js';
 import { INDEX_FILE, openSafetensors, openSafetensorsFile, SINGLE_FILE } from '../checkpoint/safetensors.js';
 import type { TensorSource } from '../checkpoint/tensor-source.js';
 import { emitResult, type CommonOptions } from './output.js';
@@ -34,6 +37,8 @@ export interface TensorSummary {
 export interface CheckpointInspection {
   kind: 'checkpoint';
   path: string;
+  /** Which official layout: 'original' (thinker.*) or the transformers-native 'hf'. */
+  format: CheckpointFormat;
   config: ModelDims;
   tensors: TensorSummary;
   validation: {
@@ -62,13 +67,14 @@ function summarizeTensors(src: TensorSource): TensorSummary {
 }
 
 async function inspectCheckpoint(dir: string): Promise<CheckpointInspection> {
-  const config = await readCheckpointConfig(dir);
+  const { format, config, file } = await readCheckpointConfigWithFormat(dir);
   const dims = dimsFromConfig(config);
   const src = await openSafetensors(dir);
   try {
-    const report = checkCheckpoint(src, dims);
+    checkTensorNamesMatch(src, format, file, dir);
+    const report = checkCheckpoint(format === 'hf' ? new HfTensorSource(src, dir) : src, dims, checkOptionsFor(format));
     return {
-      kind: 'checkpoint', path: dir, config: dims, tensors: summarizeTensors(src),
+      kind: 'checkpoint', path: dir, format, config: dims, tensors: summarizeTensors(src),
       validation: {
         ok: report.problems.length === 0, expected: expectedTensors(dims).size, matched: report.matched,
         problems: report.problems, extras: report.extras, ignoredTiedLmHead: report.ignoredTiedLmHead,
@@ -304,7 +310,7 @@ export function formatInspection(r: Inspection): string {
       const t = r.config.text;
       const val = r.validation;
       return [
-        `checkpoint ${r.path}`,
+        `checkpoint ${r.path} (${r.format === 'hf' ? 'transformers-native -hf layout' : 'original layout'})`,
         `audio: ${a.layers} layers, d_model ${a.dModel}, ${a.heads} heads, ffn ${a.ffnDim}, output ${a.outputDim}, conv ${a.downsampleHidden}, mel ${a.numMelBins}`,
         `text: ${t.layers} layers, hidden ${t.hidden}, ${t.heads} heads / ${t.kvHeads} kv x ${t.headDim}, intermediate ${t.intermediate}, vocab ${t.vocab}, ${t.tied ? 'tied' : 'untied'} lm_head`,
         ...tensorLines(r.tensors),

@@ -17,6 +17,8 @@ export const ExportRecordSchema = z.object({
     model: z.string(),
     revision: z.string().nullable(),
     commit: z.string().nullable(),
+    // Which checkpoint layout was read; records from before the -hf format existed read original.
+    format: z.enum(['original', 'hf']).default('original'),
     files: z.array(z.object({ path: z.string(), size: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) })),
   }),
   options: z.object({
@@ -29,7 +31,7 @@ export const ExportRecordSchema = z.object({
 export type ExportRecord = z.infer<typeof ExportRecordSchema>;
 
 /** Checkpoint files that define the model (weights, config, tokenizer, processor). */
-const INPUT_FILE = /(\.safetensors|\.safetensors\.index\.json|^config\.json|^vocab\.json|^merges\.txt|^tokenizer(_config)?\.json|^preprocessor_config\.json|^chat_template\.json)$/;
+const INPUT_FILE = /(\.safetensors|\.safetensors\.index\.json|^config\.json|^vocab\.json|^merges\.txt|^tokenizer(_config)?\.json|^(pre)?processor_config\.json|^chat_template\.(json|jinja))$/;
 
 /**
  * Starts hashing the checkpoint's input files on a worker thread and returns a promise of their

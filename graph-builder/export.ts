@@ -12,7 +12,7 @@
  * Same checkpoint + options => byte-identical files.
  */
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { AtomicFileWriter, writeFileAtomic } from '../common/atomic.js';
 import { fsError, UserError } from '../common/errors.js';
@@ -21,6 +21,7 @@ import { silentProgress, type Progress } from '../common/progress.js';
 import { OutputConfigSchema, type CheckpointConfig, type ModelDims, type OutputConfig } from '../checkpoint/config.js';
 import { resolveModelSource } from '../checkpoint/model-source.js';
 import { openCheckpoint } from '../checkpoint/open-checkpoint.js';
+import { readSupportFiles, type SupportFile } from '../checkpoint/support-files.js';
 import type { TensorSource } from '../checkpoint/tensor-source.js';
 import { EXPORT_RECORD_FILE, hashCheckpointFiles, type ExportRecord } from './export-record.js';
 import { TOOL_VERSION } from '../common/version.js';
@@ -68,11 +69,8 @@ export interface ExportResult {
 export const DECODER_WEIGHTS_FILE = 'decoder_weights.data';
 export const EMBED_TOKENS_FILE = 'embed_tokens.bin';
 
-/** Checkpoint files copied verbatim when present (tokenizer, processor, chat template). */
-export const COPIED_FILES: readonly string[] = [
-  'added_tokens.json', 'chat_template.json', 'merges.txt', 'preprocessor_config.json',
-  'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json', 'vocab.json',
-];
+/** Checkpoint files copied verbatim when present (tokenizer, processor, chat template); -hf ones are derived. */
+export { COPIED_SUPPORT_FILES as COPIED_FILES } from '../checkpoint/support-files.js';
 
 /** Fixed Qwen3 token ids (tokenizer added tokens; the audio ids come from config.json). */
 export const SPECIAL_TOKENS = {
@@ -92,16 +90,21 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   const inputHashes = hashCheckpointFiles(source.dir);
   inputHashes.catch(() => { /* awaited below; avoid an unhandled rejection if the export fails first */ });
   try {
+    // Tokenizer files parsed and checked before the expensive work (and derived for -hf checkpoints).
+    const supportFiles = await readSupportFiles(source.dir, supportFileChecks(ckpt.dims));
     await mkdir(tmp, { recursive: true });
     await buildEncoder({ tensors: ckpt.tensors, dims: ckpt.dims, outputDir: tmp, progress });
     await writeDecoderFiles(ckpt.tensors, ckpt.dims, tmp, { allLogits: opts.allLogits ?? false, attention, progress });
     await writeEmbedTable(ckpt.tensors, ckpt.dims, join(tmp, EMBED_TOKENS_FILE), embedDtype, progress);
     await writeFileAtomic(join(tmp, 'config.json'), `${JSON.stringify(outputConfig(ckpt.config, ckpt.dims, embedDtype), null, 2)}\n`);
-    await copyCheckpointFiles(source.dir, tmp);
+    await writeSupportFiles(supportFiles, tmp);
     const record: ExportRecord = {
       format: 'qwen3-onnx-export/1',
       tool: { name: 'qwen3-onnx', version: TOOL_VERSION },
-      source: { model: source.repo ?? basename(source.dir), revision: opts.revision ?? null, commit: source.commit ?? null, files: await inputHashes },
+      source: {
+        model: source.repo ?? basename(source.dir), revision: opts.revision ?? null, commit: source.commit ?? null,
+        format: ckpt.format, files: await inputHashes,
+      },
       options: { allLogits: opts.allLogits ?? false, embedDtype, attention },
     };
     await writeFileAtomic(join(tmp, EXPORT_RECORD_FILE), `${JSON.stringify(record, null, 2)}\n`);
@@ -199,20 +202,25 @@ export function outputConfig(cfg: CheckpointConfig, dims: ModelDims, embedDtype:
   return config;
 }
 
-async function copyCheckpointFiles(from: string, to: string): Promise<void> {
-  for (const name of COPIED_FILES) {
-    const src = join(from, name);
-    if (!(await isFile(src))) continue;
-    try {
-      await copyFile(src, join(to, name));
-    } catch (err) {
-      throw fsError('cannot copy', src, err);
-    }
-  }
+/** What the shipped tokenizer must agree with: the embedding rows and the ids config.json and the prompt use. */
+function supportFileChecks(dims: ModelDims): Parameters<typeof readSupportFiles>[1] {
+  return {
+    vocabSize: dims.text.vocab,
+    expectedTokens: [
+      { id: SPECIAL_TOKENS.endOfText, content: '<|endoftext|>', what: 'end of text' },
+      { id: SPECIAL_TOKENS.imStart, content: '<|im_start|>', what: 'im_start' },
+      { id: SPECIAL_TOKENS.imEnd, content: '<|im_end|>', what: 'im_end' },
+      { id: dims.tokens.audioStart, content: '<|audio_start|>', what: 'config.json audio_start_token_id' },
+      { id: dims.tokens.audioEnd, content: '<|audio_end|>', what: 'config.json audio_end_token_id' },
+      { id: dims.tokens.audio, content: '<|audio_pad|>', what: 'config.json audio_token_id' },
+      { id: SPECIAL_TOKENS.asrText, content: '<asr_text>', what: 'asr_text' },
+    ],
+  };
 }
 
-async function isFile(p: string): Promise<boolean> {
-  try { return (await stat(p)).isFile(); } catch { return false; }
+/** The checkpoint's tokenizer/processor files (copied or derived, see checkpoint/support-files.ts). */
+async function writeSupportFiles(files: readonly SupportFile[], to: string): Promise<void> {
+  for (const f of files) await writeFileAtomic(join(to, f.name), f.bytes);
 }
 
 async function listFiles(dir: string): Promise<ExportedFile[]> {

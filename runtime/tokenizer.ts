@@ -16,6 +16,21 @@ import { parseJsonWith } from '../checkpoint/config.js';
 
 export interface AddedToken { id: number; content: string; special: boolean }
 
+/** A file's text and its path (for messages). */
+export interface TextFile { text: string; file: string }
+
+/** An added token with every flag tokenizer.json / tokenizer_config.json carry. */
+export interface AddedTokenEntry extends AddedToken {
+  lstrip: boolean; rstrip: boolean; normalized: boolean; singleWord: boolean;
+}
+
+/** What tokenizer.json holds for a byte-level BPE: the vocabulary, the merges in rank order, the added tokens. */
+export interface ParsedTokenizerJson {
+  vocab: Map<string, number>;
+  merges: [string, string][];
+  added: AddedTokenEntry[];
+}
+
 /**
  * The Qwen2 split pattern from tokenizer.json, for reference:
  * (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
@@ -98,27 +113,31 @@ export class Tokenizer {
   /** Loads tokenizer.json when present, else vocab.json + merges.txt, plus tokenizer_config.json's added tokens. */
   static async load(dir: string): Promise<Tokenizer> {
     const configFile = join(dir, 'tokenizer_config.json');
-    const addedFromConfig = (await exists(configFile))
-      ? addedTokensFromConfig(parseJsonWith(TokenizerConfigSchema, await readText(configFile), configFile))
-      : [];
+    const config = (await exists(configFile)) ? { text: await readText(configFile), file: configFile } : undefined;
     const jsonFile = join(dir, 'tokenizer.json');
-    if (await exists(jsonFile)) {
-      const tj = parseJsonWith(TokenizerJsonSchema, await readText(jsonFile), jsonFile);
-      checkPreTokenizer(tj.pre_tokenizer, jsonFile);
-      const vocab = vocabFromObject(tj.model.vocab, jsonFile);
-      const merges = tj.model.merges.map((m) => splitMerge(m, jsonFile));
-      const added = mergeAdded(tj.added_tokens ?? [], addedFromConfig);
-      return new Tokenizer(vocab, merges, added, jsonFile);
-    }
+    if (await exists(jsonFile)) return Tokenizer.fromTokenizerJson({ text: await readText(jsonFile), file: jsonFile }, config);
     const vocabFile = join(dir, 'vocab.json');
     const mergesFile = join(dir, 'merges.txt');
-    const vocab = parseVocab(await readText(vocabFile), vocabFile);
-    const merges = (await readText(mergesFile))
-      .split('\n')
-      .map((line) => line.replace(/\r$/, ''))
-      .filter((line, i) => line.length > 0 && !(i === 0 && line.startsWith('#version')))
-      .map((line) => splitMerge(line, mergesFile));
-    return new Tokenizer(vocab, merges, addedFromConfig, `${vocabFile} / ${mergesFile}`);
+    return Tokenizer.fromVocabAndMerges(
+      { text: await readText(vocabFile), file: vocabFile }, { text: await readText(mergesFile), file: mergesFile }, config);
+  }
+
+  /** From tokenizer.json alone (vocab, merges and added tokens), plus tokenizer_config.json's added tokens when given. */
+  static fromTokenizerJson(json: TextFile, config?: TextFile): Tokenizer {
+    const parsed = parseTokenizerJson(json.text, json.file);
+    const added = mergeAdded(parsed.added, config ? parseTokenizerConfig(config.text, config.file).added : []);
+    return new Tokenizer(parsed.vocab, parsed.merges, added, json.file);
+  }
+
+  /** From vocab.json + merges.txt (the "slow" files), plus tokenizer_config.json's added tokens when given. */
+  static fromVocabAndMerges(vocab: TextFile, merges: TextFile, config?: TextFile): Tokenizer {
+    const added = config ? parseTokenizerConfig(config.text, config.file).added : [];
+    return new Tokenizer(parseVocab(vocab.text, vocab.file), parseMerges(merges.text, merges.file), added, `${vocab.file} / ${merges.file}`);
+  }
+
+  /** Every id the tokenizer can produce or decode: one past the highest vocabulary or added-token id. */
+  get idCount(): number {
+    return this.idToToken.length;
   }
 
   /** Text -> ids, with added/special tokens in the text recognised (HF's default). */
@@ -229,14 +248,21 @@ export function pretokenize(text: string): string[] {
   return out;
 }
 
-const AddedTokenEntrySchema = z.looseObject({ content: z.string(), special: z.boolean().default(false) });
+const TOKEN_FLAGS = {
+  special: z.boolean().default(false),
+  lstrip: z.boolean().default(false),
+  rstrip: z.boolean().default(false),
+  normalized: z.boolean().default(false),
+  single_word: z.boolean().default(false),
+};
+const AddedTokenEntrySchema = z.looseObject({ content: z.string(), ...TOKEN_FLAGS });
 
 const TokenizerConfigSchema = z.looseObject({
   added_tokens_decoder: z.record(z.string().regex(/^\d+$/), AddedTokenEntrySchema).optional(),
 });
 
 const TokenizerJsonSchema = z.looseObject({
-  added_tokens: z.array(z.looseObject({ id: z.number().int().nonnegative(), content: z.string(), special: z.boolean().default(false) })).optional(),
+  added_tokens: z.array(z.looseObject({ id: z.number().int().nonnegative(), content: z.string(), ...TOKEN_FLAGS })).optional(),
   pre_tokenizer: z.unknown().optional(),
   model: z.looseObject({
     type: z.literal('BPE').optional(),
@@ -247,7 +273,7 @@ const TokenizerJsonSchema = z.looseObject({
 });
 
 /** vocab.json -> Map (checked by hand: a schema pass over 150k entries costs more than the parse). */
-function parseVocab(text: string, file: string): Map<string, number> {
+export function parseVocab(text: string, file: string): Map<string, number> {
   let raw: unknown;
   try { raw = JSON.parse(text); } catch (err) { throw new UserError(`${file}: not valid JSON (${(err as Error).message})`); }
   return vocabFromObject(raw, file);
@@ -265,10 +291,36 @@ function vocabFromObject(raw: unknown, file: string): Map<string, number> {
   return vocab;
 }
 
-function addedTokensFromConfig(cfg: z.infer<typeof TokenizerConfigSchema>): AddedToken[] {
-  return Object.entries(cfg.added_tokens_decoder ?? {})
-    .map(([id, t]) => ({ id: Number(id), content: t.content, special: t.special }))
-    .sort((a, b) => a.id - b.id);
+type FlagFields = { content: string; special: boolean; lstrip: boolean; rstrip: boolean; normalized: boolean; single_word: boolean };
+const entryOf = (id: number, t: FlagFields): AddedTokenEntry => ({
+  id, content: t.content, special: t.special, lstrip: t.lstrip, rstrip: t.rstrip, normalized: t.normalized, singleWord: t.single_word,
+});
+
+/**
+ * tokenizer_config.json: its added tokens (sorted by id) and whether it has an
+ * `added_tokens_decoder` at all (transformers 5 leaves it out beside a tokenizer.json).
+ */
+export function parseTokenizerConfig(text: string, file: string): { added: AddedTokenEntry[]; hasAddedTokens: boolean; fields: Record<string, unknown> } {
+  const cfg = parseJsonWith(TokenizerConfigSchema, text, file);
+  const added = Object.entries(cfg.added_tokens_decoder ?? {}).map(([id, t]) => entryOf(Number(id), t)).sort((a, b) => a.id - b.id);
+  return { added, hasAddedTokens: cfg.added_tokens_decoder !== undefined, fields: cfg };
+}
+
+/** tokenizer.json -> vocabulary, merges and added tokens, each checked. */
+export function parseTokenizerJson(text: string, file: string): ParsedTokenizerJson {
+  const tj = parseJsonWith(TokenizerJsonSchema, text, file);
+  checkPreTokenizer(tj.pre_tokenizer, file);
+  const added = (tj.added_tokens ?? []).map((t) => entryOf(t.id, t));
+  return { vocab: vocabFromObject(tj.model.vocab, file), merges: tj.model.merges.map((m) => splitMerge(m, file)), added };
+}
+
+/** merges.txt -> merges in rank order (an optional `#version` first line; blank lines skipped). */
+export function parseMerges(text: string, file: string): [string, string][] {
+  return text
+    .split('\n')
+    .map((line) => line.replace(/\r$/, ''))
+    .filter((line, i) => line.length > 0 && !(i === 0 && line.startsWith('#version')))
+    .map((line) => splitMerge(line, file));
 }
 
 /** tokenizer_config.json wins for the `special` flag (it is what transformers reads). */
