@@ -22,6 +22,9 @@ export const METADATA_FILES: readonly string[] = [
   'tokenizer.json',
   'vocab.json',
   'merges.txt',
+  // The transformers-native (-hf) repos ship these instead of preprocessor_config/chat_template.json.
+  'processor_config.json',
+  'chat_template.jinja',
 ];
 
 const IndexSchema = z.looseObject({ weight_map: z.record(z.string(), z.string()) });

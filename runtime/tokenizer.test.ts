@@ -1,10 +1,11 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Prng } from '../common/prng.js';
 import { UserError } from '../common/errors.js';
-import { tinyCheckpointDir } from '../fixtures/test-support.js';
+import { readSupportFiles } from '../checkpoint/support-files.js';
+import { tinyCheckpointDir, tinyCheckpointVariantDir } from '../fixtures/test-support.js';
 import { QWEN2_SPLIT_PATTERN, Tokenizer, pretokenize } from './tokenizer.js';
 
 /** GPT-2 byte characters, written out independently of the implementation. */
@@ -149,5 +150,63 @@ describe('Tokenizer.load variants and errors', () => {
     const err = await Tokenizer.load(empty).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UserError);
     expect((err as Error).message).toMatch(/cannot read tokenizer file .*vocab\.json: no such file/);
+  });
+});
+
+/** Every string the tests above tokenize, plus seeded random text: what the tokenizer formats must agree on. */
+function testStrings(): string[] {
+  const fixed = [
+    'The quick brown fox jumps over the lazy dog.', 'meeting about Strix Halo', 'language English<asr_text>', '\n', ' ',
+    '<|im_start|>system\n<|im_end|>', "Hello world's  123 !!\n\n  foo", "I'M you'LL", 'a\n\n\nb  \n c', 'x\u3000y', 'end   ',
+    'a\u0085\u0085b', '.\uFEFF\uFEFF', 'e\u0301', '\u00e9', ' the<|x|>he', 'Ship it.',
+    '<|im_start|>user\n<|audio_start|><|audio_pad|><|audio_pad|><|audio_end|><|im_end|>\n<|im_start|>assistant\nlanguage Chinese<asr_text>你好，世界',
+  ];
+  const rng = new Prng(99);
+  const random = Array.from({ length: 300 }, () => randomText(rng, 1 + (rng.nextU32() % 60)));
+  return [...fixed, ...random];
+}
+
+describe('the tokenizer of a transformers-native (-hf) checkpoint: tokenizer.json alone', () => {
+  let original: Tokenizer;
+  let fromJson: Tokenizer;
+  let derivedDir: string;
+  let originalDir: string;
+  beforeAll(async () => {
+    originalDir = await tinyCheckpointDir();
+    const hfDir = await tinyCheckpointVariantDir({ format: 'hf' });
+    original = await Tokenizer.load(originalDir);
+    fromJson = await Tokenizer.load(hfDir);
+    // The files an export writes for it: vocab.json, merges.txt, tokenizer_config.json derived from tokenizer.json.
+    derivedDir = await mkdtemp(join(tmpdir(), 'qwen3-tok-derived-'));
+    const files = await readSupportFiles(hfDir, { vocabSize: 151936, expectedTokens: [] });
+    for (const f of files) await writeFile(join(derivedDir, f.name), f.bytes);
+  });
+  afterAll(async () => { await rm(derivedDir, { recursive: true, force: true }); });
+
+  it('derives exactly the slow files, and no tokenizer.json', async () => {
+    const names = (await readdir(derivedDir)).sort();
+    expect(names).toEqual(['chat_template.json', 'merges.txt', 'preprocessor_config.json', 'tokenizer_config.json', 'vocab.json']);
+  });
+
+  it('tokenizes every test string exactly like the original files, from tokenizer.json and from the derived files', async () => {
+    const derived = await Tokenizer.load(derivedDir);
+    for (const s of testStrings()) {
+      const want = original.encode(s);
+      expect(fromJson.encode(s), JSON.stringify(s)).toEqual(want);
+      expect(derived.encode(s), JSON.stringify(s)).toEqual(want);
+      expect(derived.decode(want)).toBe(original.decode(want));
+      expect(fromJson.decode(want, { skipSpecialTokens: true })).toBe(original.decode(want, { skipSpecialTokens: true }));
+    }
+    for (let id = 151643; id <= 151704; id += 1) {
+      expect([id, fromJson.token(id), fromJson.isSpecial(id)]).toEqual([id, original.token(id), original.isSpecial(id)]);
+      expect([id, derived.token(id), derived.isSpecial(id)]).toEqual([id, original.token(id), original.isSpecial(id)]);
+    }
+    expect(derived.idCount).toBe(original.idCount);
+  });
+
+  it('derives files byte-identical to the original checkpoint\'s (same writer conventions as transformers)', async () => {
+    for (const name of ['vocab.json', 'merges.txt', 'tokenizer_config.json', 'preprocessor_config.json', 'chat_template.json']) {
+      expect(Buffer.compare(await readFile(join(derivedDir, name)), await readFile(join(originalDir, name))), name).toBe(0);
+    }
   });
 });
