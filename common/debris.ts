@@ -1,4 +1,4 @@
-import { readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -14,8 +14,12 @@ import { join } from 'node:path';
  *                                                          `.X.tmp-P-T` becomes X if X is absent
  *                                                          (else the old X is put back), then the
  *                                                          aside copy is removed
+ *   `.qwen3-onnx.lock` whose pid is gone               -> removed
  */
 export const TEMP_NAME = /^\.(.+)\.tmp-(\d+)-([0-9a-f]+)(\.old)?$/;
+
+/** The lock file a writer holds in a folder while it changes it (common/dir-lock.ts); holds its pid. */
+export const LOCK_FILE = '.qwen3-onnx.lock';
 
 /** File inside a file-set staging folder that says "every staged file is complete: move them in". */
 export const COMMIT_MARK = '.commit';
@@ -67,8 +71,14 @@ export function deadRunDebris(dir: string): string[] {
  */
 export function sweepDeadRunDebris(dir: string): string[] {
   const found = deadRunDebris(dir);
+  const lock = join(dir, LOCK_FILE);
+  try {
+    const owner = Number(readFileSync(lock, 'utf8').trim());
+    if (Number.isInteger(owner) && owner > 0 && !processAlive(owner)) { rmSync(lock, { force: true }); found.push(LOCK_FILE); }
+  } catch { /* no lock */ }
   const names = new Set(found);
   for (const name of found) {
+    if (name === LOCK_FILE) continue;
     const p = join(dir, name);
     const m = TEMP_NAME.exec(name)!;
     try {

@@ -1,11 +1,10 @@
 import { open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { trackTemp } from './cleanup.js';
-import { processAlive } from './debris.js';
+import { LOCK_FILE, processAlive } from './debris.js';
 import { UserError, fsError } from './errors.js';
 
-/** The lock file a writer holds in a folder while it changes it. */
-export const LOCK_FILE = '.qwen3-onnx.lock';
+export { LOCK_FILE };
 
 export interface DirLock { release(): Promise<void> }
 

@@ -49,7 +49,7 @@ export async function assertWritableDir(dir: string, flag: string): Promise<void
     let s;
     try { s = await stat(p); } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT') throw fsError(`${flag}`, p, err);
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw fsError(`${flag}`, p, err);
       const parent = dirname(p);
       if (parent === p) throw new UserError(`${flag} ${dir}: no existing parent folder`);
       p = parent;

@@ -11,10 +11,14 @@
  * embedding in row blocks), so peak memory is about the largest tensor plus overhead.
  * Same checkpoint + options => byte-identical files.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { AtomicFileWriter, writeFileAtomic } from '../common/atomic.js';
+import { assertNotLocked } from '../common/dir-lock.js';
+import { assertOutputApart, assertWritableDir } from '../common/output-paths.js';
+import { StagedDir } from '../common/staging.js';
+import { hubCacheDir } from '../checkpoint/hub-cache.js';
+import { assertToolWrittenDir } from '../model-dir/files.js';
 import { fsError, UserError } from '../common/errors.js';
 import { f32ToF16Bytes } from '../common/float16.js';
 import { silentProgress, type Progress } from '../common/progress.js';
@@ -82,17 +86,27 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   const embedDtype = opts.embedDtype ?? 'float16';
   const attention = opts.attention ?? 'onnx';
   const output = resolve(opts.output);
+  // Cheap checks first: where the output goes, before any download or graph work.
+  await assertOutputApart(output, '--output', [{ path: await localModelDirOrHubCache(opts.model), flag: '--model' }]);
   await checkOutput(output, opts.overwrite ?? false);
-  const source = await resolveModelSource(opts.model, { revision: opts.revision, progress });
-  const ckpt = await openCheckpoint(source.dir);
-  const tmp = join(dirname(output), `.${basename(output)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const staged = await StagedDir.create(output);
+  const tmp = staged.path;
+  let source: Awaited<ReturnType<typeof resolveModelSource>>;
+  let ckpt: Awaited<ReturnType<typeof openCheckpoint>>;
+  try {
+    source = await resolveModelSource(opts.model, { revision: opts.revision, progress });
+    await assertOutputApart(output, '--output', [{ path: source.dir, flag: '--model' }]);
+    ckpt = await openCheckpoint(source.dir);
+  } catch (err) {
+    await staged.abort();
+    throw err;
+  }
   // Hash the inputs on a worker thread while the graphs are built on this one.
   const inputHashes = hashCheckpointFiles(source.dir);
   inputHashes.catch(() => { /* awaited below; avoid an unhandled rejection if the export fails first */ });
   try {
     // Tokenizer files parsed and checked before the expensive work (and derived for -hf checkpoints).
     const supportFiles = await readSupportFiles(source.dir, supportFileChecks(ckpt.dims));
-    await mkdir(tmp, { recursive: true });
     await buildEncoder({ tensors: ckpt.tensors, dims: ckpt.dims, outputDir: tmp, progress });
     await writeDecoderFiles(ckpt.tensors, ckpt.dims, tmp, { allLogits: opts.allLogits ?? false, attention, progress });
     await writeEmbedTable(ckpt.tensors, ckpt.dims, join(tmp, EMBED_TOKENS_FILE), embedDtype, progress);
@@ -109,7 +123,7 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     };
     await writeFileAtomic(join(tmp, EXPORT_RECORD_FILE), `${JSON.stringify(record, null, 2)}\n`);
     const files = await listFiles(tmp);
-    await moveIntoPlace(tmp, output, opts.overwrite ?? false);
+    await staged.commit();
     progress.finish();
     return {
       output, checkpoint: source.dir, ...(source.commit ? { commit: source.commit } : {}),
@@ -117,7 +131,7 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     };
   } catch (err) {
     progress.finish();
-    await rm(tmp, { recursive: true, force: true });
+    await staged.abort();
     throw err;
   } finally {
     await ckpt.tensors.close();
@@ -230,7 +244,10 @@ async function listFiles(dir: string): Promise<ExportedFile[]> {
   return out;
 }
 
-/** Refuses to clobber an existing non-empty OUTPUT unless asked to. */
+/**
+ * Refuses to clobber an existing non-empty OUTPUT unless asked to, and even then replaces only a
+ * model directory qwen3-onnx wrote (export-record.json, nothing foreign) that no live run is writing.
+ */
 async function checkOutput(output: string, overwrite: boolean): Promise<void> {
   let entries: string[];
   try {
@@ -239,34 +256,27 @@ async function checkOutput(output: string, overwrite: boolean): Promise<void> {
     entries = await readdir(output);
   } catch (err) {
     if (err instanceof UserError) throw err;
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
+      await assertWritableDir(output, '--output');
+      return;
+    }
     throw fsError('cannot read', output, err);
   }
   if (entries.length > 0 && !overwrite) {
     throw new UserError(`--output ${output}: directory exists and is not empty (pass --overwrite to replace it)`);
   }
-}
-
-/** Renames the finished temp dir to OUTPUT; an old OUTPUT is moved aside first and removed after. */
-async function moveIntoPlace(tmp: string, output: string, overwrite: boolean): Promise<void> {
-  let aside: string | undefined;
-  try {
-    if (await isDirectory(output)) {
-      if (overwrite) {
-        aside = `${tmp}.old`;
-        await rename(output, aside);
-      } else {
-        await rmdir(output); // checked empty before the export started
-      }
-    }
-    await rename(tmp, output);
-  } catch (err) {
-    if (aside) await rename(aside, output).catch(() => undefined);
-    throw fsError('cannot write', output, err);
+  await assertWritableDir(dirname(output), '--output');
+  if (entries.length > 0) {
+    await assertToolWrittenDir(output, '--output');
+    await assertNotLocked(output);
   }
-  if (aside) await rm(aside, { recursive: true, force: true });
 }
 
-async function isDirectory(p: string): Promise<boolean> {
-  try { return (await stat(p)).isDirectory(); } catch { return false; }
+/** What `--model` will read, as far as is known before resolving it: a local directory, else the hub cache. */
+async function localModelDirOrHubCache(model: string): Promise<string> {
+  try {
+    if ((await stat(model)).isDirectory()) return resolve(model);
+  } catch { /* a hub id */ }
+  return hubCacheDir();
 }
