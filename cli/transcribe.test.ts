@@ -60,4 +60,18 @@ describe('qwen3-onnx transcribe', () => {
     await expect(run(['--model-dir', modelDir, '--max-new-tokens', '0', SHORT])).rejects.toThrow(CommanderError);
     await expect(run([SHORT])).rejects.toThrow(CommanderError);
   });
+
+  it('--max-segment-seconds: bounded to 1-1200 s, and it decides how long audio is cut', async () => {
+    for (const bad of ['0', '1201', 'abc', '', '-5']) {
+      await expect(run(['--model-dir', modelDir, '--max-segment-seconds', bad, SHORT])).rejects.toThrow(/--max-segment-seconds must be a number of seconds from 1 to 1200/);
+    }
+    const report = JSON.parse(await run(['--model-dir', modelDir, '--max-new-tokens', '1', '--max-segment-seconds', '4', '--json', JFK])) as TranscribeReport;
+    const segments = report.files[0].segments;
+    // 11 s of speech in nominal 4 s pieces (each cut within +-5 s of its nominal point).
+    expect(segments.length).toBeGreaterThanOrEqual(2);
+    expect(segments.every((s) => s.durationS <= 9)).toBe(true);
+    expect(segments.reduce((t, s) => t + s.durationS, 0)).toBeCloseTo(report.files[0].audioSeconds, 6);
+    const whole = JSON.parse(await run(['--model-dir', modelDir, '--max-new-tokens', '1', '--json', JFK])) as TranscribeReport;
+    expect(whole.files[0].segments.length).toBe(1);
+  });
 });
