@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tinyCheckpointDir, tinyModelDir } from '../fixtures/test-support.js';
+import { sweepDeadRunDebris } from '../common/debris.js';
 import { settleModelDir } from '../model-dir/files.js';
 import {
   debrisIn, oneLineError, runCli, runCliAndKill, snapshotTree, treeChanges, withTmpfs,
@@ -166,6 +167,31 @@ describe('interrupts clean up; kills are swept by the next run', () => {
     const again = runCli(['export', '--model', ckpt, '--output', join(d, 'other'), '--quiet']);
     expect(again.code, again.stderr).toBe(0);
     expect(readdirSync(d)).toEqual(['other']);
+  });
+
+  it('export --overwrite killed at any point leaves the old model directory or the new one, never a mix', async () => {
+    const d = await freshDir('kill-export');
+    const out = join(d, 'model');
+    const ref = join(d, 'ref');
+    expect(runCli(['export', '--model', ckpt, '--output', ref, '--quiet']).code).toBe(0);
+    const newState = snapshotTree(ref);
+    await rm(ref, { recursive: true });
+    // The old state differs from the new one (float32 embed table), so a mix would show.
+    expect(runCli(['export', '--model', ckpt, '--output', out, '--embed-dtype', 'float32', '--quiet']).code).toBe(0);
+    const oldState = snapshotTree(out);
+    const seen = new Set<string>();
+    for (const afterMs of [300, 900, 1500, 2200, 3000, 4500]) {
+      const r = await runCliAndKill(['export', '--model', ckpt, '--output', out, '--overwrite'], { signal: 'SIGKILL', afterMs });
+      // The next run into the folder settles what the killed one left (as every writer does first).
+      sweepDeadRunDebris(d);
+      expect(readdirSync(d), `after ${afterMs} ms`).toEqual(['model']);
+      const now = snapshotTree(out);
+      const state = treeChanges(oldState, now).length === 0 ? 'old' : treeChanges(newState, now).length === 0 ? 'new' : null;
+      expect(state, `after ${afterMs} ms (exit ${r.code ?? r.signal}): ${treeChanges(oldState, now).join(', ')}`).not.toBeNull();
+      seen.add(state!);
+      if (state === 'new') expect(runCli(['export', '--model', ckpt, '--output', out, '--embed-dtype', 'float32', '--overwrite', '--quiet']).code).toBe(0);
+    }
+    expect(seen.has('old')).toBe(true);
   });
 
   it('quantize killed at any point leaves the old int4 set or the new one, never a mix', async () => {
