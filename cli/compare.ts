@@ -4,13 +4,14 @@ import { UserError } from '../common/errors.js';
 import { compareVariants, type CompareReport } from '../runtime/compare.js';
 import { DEFAULT_MAX_NEW_TOKENS } from '../runtime/decode.js';
 import { resolveLanguage } from '../runtime/prompt.js';
-import { emitResult, progressFor, type CommonOptions } from './output.js';
+import { emitResult, progressFor, threadsOption, type CommonOptions } from './output.js';
 import { positiveInt } from './transcribe.js';
 
 /**
  * `qwen3-onnx compare --model-dir DIR --variants fp32,int4 FILE...`: teacher-forced
  * comparison of model variants (the first is the baseline). Exits non-zero when top-1
- * agreement or mean logit cosine falls below the thresholds.
+ * agreement or mean logit cosine falls below the thresholds, or when a file could not be
+ * used: each such file gets one error line as it is met, and the others are still compared.
  */
 
 interface CompareCliOptions extends CommonOptions {
@@ -49,6 +50,7 @@ export function formatComparison(report: CompareReport): string {
         + `first divergence ${f.firstDivergence ?? 'none'}, greedy ${f.greedyIdentical ? 'identical' : `${(100 * f.greedyAgreement).toFixed(2)}%`}`);
     }
   }
+  for (const e of report.fileErrors) lines.push(`not compared: ${e.file}`);
   return lines.join('\n');
 }
 
@@ -62,7 +64,7 @@ export function register(program: Command): void {
     .option('--min-top1 <x>', 'fail below this teacher-forced top-1 agreement', numberIn('--min-top1', 0, 1), 0.9)
     .option('--min-cosine <x>', 'fail below this mean logit cosine similarity', numberIn('--min-cosine', -1, 1), 0.99)
     .option('--max-new-tokens <n>', 'tokens generated per file', positiveInt('--max-new-tokens'), DEFAULT_MAX_NEW_TOKENS)
-    .option('--threads <n>', 'onnxruntime intra-op threads', positiveInt('--threads'))
+    .option('--threads <n>', 'onnxruntime intra-op threads', threadsOption())
     .option('--language <name>', 'force the output language')
     .option('--context <text>', 'context text for the system turn')
     .option('--json', 'machine-readable report on stdout')
@@ -71,8 +73,13 @@ export function register(program: Command): void {
         modelDir: opts.modelDir, variants: opts.variants, files, maxNewTokens: opts.maxNewTokens,
         threads: opts.threads, language: resolveLanguage(opts.language), context: opts.context,
         minTop1: opts.minTop1, minCosine: opts.minCosine, progress: progressFor(opts),
+        onFileError: (_, message) => process.stderr.write(`qwen3-onnx: error: ${message.split('\n')[0]}\n`),
       });
       emitResult(opts, report, () => formatComparison(report));
-      if (!report.passed) throw new UserError(report.comparisons.flatMap((c) => c.failures).join('; '));
+      if (!report.passed) {
+        const failures = report.comparisons.flatMap((c) => c.failures);
+        if (report.fileErrors.length) failures.push(`compare: ${report.fileErrors.length} of ${files.length} files could not be compared (see the lines above)`);
+        throw new UserError(failures.join('; '));
+      }
     });
 }

@@ -1,9 +1,10 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { cp, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
+import { UserError } from '../common/errors.js';
 import { silentProgress } from '../common/progress.js';
 import { tinyCheckpointDir } from '../fixtures/test-support.js';
 import { buildRelease, parseVariants, type BuildOptions } from './build.js';
@@ -94,6 +95,27 @@ describe('build (one shot) on the tiny fixture', () => {
     await writeFile(archive, gzipSync(tar));
     await expect(verifyArchive(archive, { depth: 'checksums', progress: silentProgress })).rejects.toThrow(/config\.json does not match its manifest checksum/);
     await expect(planPublish(dist, 'someone/x')).rejects.toThrow(/qwen3-asr-tiny-int4\.tar\.gz: sha256 differs/);
+  });
+
+  it('refuses an int4 that diverges past the thresholds, packaging nothing and leaving no output', async () => {
+    const output = join(work, 'strict');
+    // No int4 of any model reaches a mean cosine of exactly 1 with fp32: the check must refuse it.
+    await expect(buildRelease({ ...options(output, await tinyCheckpointDir()), minCosine: 1 }))
+      .rejects.toThrow(/^int4 diverges from fp32 past the thresholds, not packaging it: int4 vs fp32: mean logit cosine 0\.\d{4} < 1$/);
+    await expect(stat(output)).rejects.toThrow(/ENOENT/);
+  }, 300_000);
+
+  it('refuses unreadable --compare-audio in one line before exporting anything', async () => {
+    const output = join(work, 'bad-audio');
+    const bad = join(work, 'not-a-wav.wav');
+    await writeFile(bad, 'not audio\n');
+    const messages: string[] = [];
+    const progress = { ...silentProgress, info: (m: string) => { messages.push(m); } };
+    const err = await buildRelease({ ...options(output, await tinyCheckpointDir()), compareAudio: [bad], progress }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UserError);
+    expect((err as Error).message).toMatch(new RegExp(`^${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: [^\n]+$`));
+    expect(messages).toEqual([]);
+    await expect(stat(output)).rejects.toThrow(/ENOENT/);
   });
 
   it('refuses unknown variants and a bad publish repo', async () => {

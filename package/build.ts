@@ -13,6 +13,7 @@ import { exportModel } from '../graph-builder/export.js';
 import { EXPORT_RECORD_FILE, ExportRecordSchema } from '../graph-builder/export-record.js';
 import { parseJsonWith } from '../checkpoint/config.js';
 import { quantizeModelDir, QUANTIZE_DEFAULTS } from '../quantize/model-dir.js';
+import { loadAudio } from '../runtime/audio.js';
 import { compareVariants, type CompareReport } from '../runtime/compare.js';
 import { encodeWav } from '../runtime/wav-writer.js';
 import { packageModel, type PackageResult } from './package-model.js';
@@ -122,6 +123,8 @@ export async function buildRelease(opts: BuildOptions): Promise<{ record: BuildR
 async function runBuild(
   opts: BuildOptions, output: string, modelDir: string, distDir: string, progress: Progress,
 ): Promise<{ record: BuildRecord; packages: PackageResult[] }> {
+  // Cheap before expensive: a bad --compare-audio file is refused before the export, not after it.
+  if (opts.variants.some((v) => v !== 'fp32')) for (const file of opts.compareAudio) await loadAudio(file);
   await mkdir(output, { recursive: true });
 
   progress.info(`export ${opts.model} -> ${modelDir}`);
@@ -160,6 +163,7 @@ async function runBuild(
           minTop1: opts.minTop1, minCosine: opts.minCosine, threads: opts.threads, progress,
         });
         comparisons.push(report);
+        if (report.fileErrors.length) throw new UserError(`compare fp32 vs ${v}: ${report.fileErrors[0].message}`);
         if (!report.passed) {
           const why = report.comparisons.flatMap((c) => c.failures).join('; ');
           throw new UserError(`${v} diverges from fp32 past the thresholds, not packaging it: ${why}`);

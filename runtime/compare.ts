@@ -1,10 +1,18 @@
+import { basename, join } from 'node:path';
+import * as ort from 'onnxruntime-node';
 import { silentProgress, type Progress } from '../common/progress.js';
 import { UserError } from '../common/errors.js';
+import { OutputConfigSchema, readJsonWith, type OutputConfig } from '../checkpoint/config.js';
 import { loadAudio } from './audio.js';
-import { DEFAULT_MAX_NEW_TOKENS, greedyDecode, runEncoder } from './decode.js';
+import { DEFAULT_MAX_NEW_TOKENS } from './decode.js';
+import {
+  decodeSteps, encodeMel, openOrtGraph, prefill, withGraph,
+  type GraphSession, type GraphSessionOptions, type OpenGraph, type Prefilled,
+} from './graph-stage.js';
 import { logMelSpectrogram, type LogMel } from './mel.js';
 import { buildPrompt, type Prompt } from './prompt.js';
-import { AsrModel, type LoadOptions, type Variant } from './session.js';
+import { EmbeddingTable, resolveModelFiles, type ModelFiles, type Variant } from './session.js';
+import { Tokenizer } from './tokenizer.js';
 
 /**
  * Compares model variants (e.g. fp32 vs int4) on audio files. The first variant is the
@@ -26,10 +34,20 @@ export interface CompareOptions {
   /** Pass thresholds on the pooled teacher-forced metrics (defaults 0.9 and 0.99). */
   minTop1?: number;
   minCosine?: number;
-  /** Bytes of baseline logits held before the candidates run on them (default 1 GiB). */
+  /**
+   * Bytes of baseline logits rows held before the candidates run on them (default 256 MiB):
+   * files are taken in groups of budget / ((maxNewTokens + 1) x vocab x 4 bytes), at least one.
+   */
   baselineBudgetBytes?: number;
   progress?: Progress;
+  /** Called for each file that cannot be used (unreadable or bad audio); the others still run. */
+  onFileError?: (file: string, message: string) => void;
+  /** Opens one graph (default: onnxruntime, as AsrModel.load does); tests inject a recording one. */
+  openGraph?: OpenGraph;
 }
+
+/** An audio file left out of the comparison, with its one-line reason. */
+export interface FileError { file: string; message: string }
 
 export interface StepMetrics { top1Agree: boolean; cosine: number }
 
@@ -69,6 +87,8 @@ export interface CompareReport {
   variants: Variant[];
   thresholds: { minTop1: number; minCosine: number };
   comparisons: VariantComparison[];
+  /** Files left out (the comparison ran on the others); any makes `passed` false. */
+  fileErrors: FileError[];
   passed: boolean;
 }
 
@@ -97,47 +117,58 @@ export function greedyAgreement(a: readonly number[], b: readonly number[]): num
 }
 
 /**
- * Runs the comparison. Never throws for failed thresholds: the report says `passed`
- * (the CLI turns a failure into a UserError).
+ * Runs the comparison. Never throws for failed thresholds or unreadable audio files: the report
+ * says `passed` and lists the files it could not use (the CLI turns a failure into a UserError).
+ *
+ * One graph is resident at a time (a 1.7B fp32 + int4 pair would need ~20 GB together, and
+ * even one model's decoder_init and decoder_step each map the whole decoder weights file): for a
+ * group of files the baseline runs its encoder on all of them, then decoder_init, then
+ * decoder_step, keeping each stage's results in JS and only its logits rows at the end; each
+ * candidate then does the same, teacher-forced on those rows, and decodes greedily on its own
+ * from the same prefill. Groups are cut so their baseline logits stay under the budget.
  */
 export async function compareVariants(opts: CompareOptions): Promise<CompareReport> {
   if (opts.variants.length < 2) throw new UserError('--variants: give at least two variants, e.g. fp32,int4');
   if (new Set(opts.variants).size !== opts.variants.length) throw new UserError(`--variants: duplicate variant in ${opts.variants.join(',')}`);
   if (opts.files.length === 0) throw new UserError('compare: no audio files given');
+  if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads > 0)) {
+    throw new UserError(`--threads must be a positive integer, got ${opts.threads}`);
+  }
   const minTop1 = opts.minTop1 ?? 0.9;
   const minCosine = opts.minCosine ?? 0.99;
   const maxNewTokens = opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
   const progress = opts.progress ?? silentProgress;
+  const open = opts.openGraph ?? openOrtGraph;
 
+  const config = await readJsonWith(OutputConfigSchema, join(opts.modelDir, 'config.json'));
+  if (config.embed_tokens_shape[1] !== config.decoder.hidden_size) {
+    throw new UserError(`${join(opts.modelDir, 'config.json')}: embed_tokens_shape [${config.embed_tokens_shape.join(', ')}] does not match decoder.hidden_size ${config.decoder.hidden_size}`);
+  }
+  const graphs = await Promise.all(opts.variants.map((v) => variantGraphs(opts.modelDir, v, opts.threads)));
+  const tokenizer = await Tokenizer.load(opts.modelDir);
+  const ctx: StageContext = { config, open, maxNewTokens };
+
+  // Upper bound of one file's baseline logits: a row per generated token plus the EOS position.
+  const rowsBytes = (maxNewTokens + 1) * config.decoder.vocab_size * 4;
+  const groupSize = Math.max(1, Math.floor((opts.baselineBudgetBytes ?? BASELINE_BUDGET) / rowsBytes));
   const perCandidate: FileComparison[][] = opts.variants.slice(1).map(() => []);
-  // One model is resident at a time (a 1.7B fp32 + int4 pair would need ~20 GB together):
-  // the baseline decodes a group of files and keeps its logits, then each candidate is loaded
-  // in turn and teacher-forced on them. Groups are cut at BASELINE_BUDGET bytes of logits.
-  let next = 0;
+  const fileErrors: FileError[] = [];
   try {
-    while (next < opts.files.length) {
-      const group: BaselineRun[] = [];
-      let bytes = 0;
-      const base = await AsrModel.load(opts.modelDir, loadOptions(opts.variants[0], opts.threads));
-      try {
-        while (next < opts.files.length && (group.length === 0 || bytes < (opts.baselineBudgetBytes ?? BASELINE_BUDGET))) {
-          progress.update('compare files', next, opts.files.length);
-          const run = await runBaseline(base, opts.files[next], opts, maxNewTokens);
-          bytes += run.logits.reduce((n, row) => n + row.byteLength, 0);
-          group.push(run);
-          next += 1;
-        }
-      } finally {
-        await base.release();
-      }
-      for (const [ci, variant] of opts.variants.slice(1).entries()) {
-        const model = await AsrModel.load(opts.modelDir, loadOptions(variant, opts.threads));
+    for (let first = 0; first < opts.files.length; first += groupSize) {
+      progress.update('compare files', first, opts.files.length);
+      const group: Audio[] = [];
+      for (const file of opts.files.slice(first, first + groupSize)) {
         try {
-          for (const run of group) perCandidate[ci].push(await runCandidate(model, run, maxNewTokens));
-        } finally {
-          await model.release();
+          group.push({ file, mel: logMelSpectrogram((await loadAudio(file)).samples) });
+        } catch (err) {
+          if (!(err instanceof UserError)) throw err;
+          fileErrors.push({ file, message: err.message });
+          opts.onFileError?.(file, err.message);
         }
       }
+      if (group.length === 0) continue;
+      const runs = await runBaseline(ctx, graphs[0], tokenizer, group, opts);
+      for (const [ci, candidate] of graphs.slice(1).entries()) perCandidate[ci].push(...await runCandidate(ctx, candidate, runs));
     }
     progress.update('compare files', opts.files.length, opts.files.length);
     const comparisons = opts.variants.slice(1).map((v, ci) => summariseVariant(opts.variants[0], v, perCandidate[ci], minTop1, minCosine));
@@ -146,59 +177,130 @@ export async function compareVariants(opts: CompareOptions): Promise<CompareRepo
       variants: opts.variants,
       thresholds: { minTop1, minCosine },
       comparisons,
-      passed: comparisons.every((c) => c.passed),
+      fileErrors,
+      passed: fileErrors.length === 0 && comparisons.every((c) => c.passed),
     };
   } finally {
     progress.finish();
   }
 }
 
-/**
- * The float variant loads without weight pre-packing: for a check that decodes a few dozen
- * tokens, its 10x faster load and 2.3x smaller footprint matter more than ~25 % slower steps
- * (a 1.7B build's check otherwise needs ~16 GB for fp32 alone). Quantized variants keep
- * packing, without which MatMulNBits is ~30x slower.
- */
-function loadOptions(variant: Variant, threads: number | undefined): LoadOptions {
-  return { variant, threads, prepack: variant !== 'fp32' };
+/** Bytes of baseline logits rows a group of files may hold while the candidates run on them. */
+const BASELINE_BUDGET = 256 * 2 ** 20;
+
+/** One variant's graph files and how each is opened. */
+interface VariantGraphs {
+  variant: Variant;
+  files: ModelFiles;
+  encoder: GraphSessionOptions;
+  decoder: GraphSessionOptions;
 }
 
-/** Stored logits of baseline runs held before the candidates are run on them. */
-const BASELINE_BUDGET = 1 << 30;
+/**
+ * Float graphs open without weight pre-packing: for a check that decodes a few dozen tokens,
+ * their 10x faster load and 2.3x smaller footprint matter more than ~25 % slower steps (a 1.7B
+ * fp32 decoder otherwise needs ~16 GB). A quantized variant's own graphs keep packing, without
+ * which MatMulNBits is ~30x slower; the float encoder it falls back to does not need it.
+ *
+ * A variant other than fp32 must have its own decoder graphs: falling back to the float ones
+ * (as a consumer does) would compare fp32 with itself and pass.
+ */
+async function variantGraphs(modelDir: string, variant: Variant, threads: number | undefined): Promise<VariantGraphs> {
+  const files = await resolveModelFiles(modelDir, variant);
+  if (variant !== 'fp32') {
+    for (const [graph, path] of [['decoder_init', files.decoderInit], ['decoder_step', files.decoderStep]] as const) {
+      if (basename(path) !== `${graph}.${variant}.onnx`) throw new UserError(`${modelDir}: variant ${variant} has no ${graph}.${variant}.onnx (run quantize first)`);
+    }
+  }
+  const ownEncoder = variant !== 'fp32' && basename(files.encoder) === `encoder.${variant}.onnx`;
+  return { variant, files, encoder: { threads, prepack: ownEncoder }, decoder: { threads, prepack: variant !== 'fp32' } };
+}
 
-interface BaselineRun {
-  file: string;
-  mel: LogMel;
+interface StageContext { config: OutputConfig; open: OpenGraph; maxNewTokens: number }
+
+interface Audio { file: string; mel: LogMel }
+
+interface BaselineRun extends Audio {
   prompt: Prompt;
   tokens: number[];
   /** The baseline's logits row at every generated position (its tokens plus the EOS/last one). */
   logits: Float32Array[];
 }
 
-async function runBaseline(base: AsrModel, file: string, opts: CompareOptions, maxNewTokens: number): Promise<BaselineRun> {
-  const audio = await loadAudio(file);
-  const mel = logMelSpectrogram(audio.samples);
-  const features = await runEncoder(base, mel);
-  const prompt = buildPrompt(base.tokenizer, { audioTokens: features.dims[1], context: opts.context, language: opts.language });
-  const logits: Float32Array[] = [];
-  const baseline = await greedyDecode(base, prompt, features, { maxNewTokens, onLogits: (_, row) => logits.push(row.slice()) });
-  return { file, mel, prompt, tokens: baseline.tokens, logits };
+/** The encoder over every file of the group, then the prefill over every file: one graph open at a time. */
+async function encodeAndPrefill(
+  ctx: StageContext, g: VariantGraphs, group: readonly Audio[], promptFor: (audio: Audio, features: ort.Tensor) => Prompt,
+): Promise<{ prompt: Prompt; start: Prefilled }[]> {
+  const hidden = ctx.config.decoder.hidden_size;
+  const encoded = await withGraph(ctx.open, g.files.encoder, g.encoder, async (encoder) => {
+    const out: { prompt: Prompt; features: ort.Tensor }[] = [];
+    for (const audio of group) {
+      const features = await encodeMel(encoder, g.files.encoder, audio.mel, hidden);
+      out.push({ prompt: promptFor(audio, features), features });
+    }
+    return out;
+  });
+  return withGraph(ctx.open, g.files.decoderInit, g.decoder, async (init) => {
+    const out: { prompt: Prompt; start: Prefilled }[] = [];
+    for (const e of encoded) out.push({ prompt: e.prompt, start: await prefill(init, g.files.decoderInit, e.prompt, e.features) });
+    return out;
+  });
 }
 
-/** Teacher-forces the candidate on the baseline's tokens, then decodes it greedily on its own. */
-async function runCandidate(model: AsrModel, run: BaselineRun, maxNewTokens: number): Promise<FileComparison> {
-  const features = await runEncoder(model, run.mel);
-  const metrics: StepMetrics[] = [];
-  await greedyDecode(model, run.prompt, features, {
-    maxNewTokens: run.logits.length,
-    forcedTokens: [...run.tokens, 0].slice(0, run.logits.length),
-    onLogits: (step, row) => {
-      const ref = run.logits[step];
-      metrics.push({ top1Agree: argmax(ref) === argmax(row), cosine: cosineSimilarity(ref, row) });
-    },
+/** Runs `use` with a decoder_step session and the embedding table, both closed afterwards. */
+async function withStep<T>(ctx: StageContext, g: VariantGraphs, use: (step: GraphSession, embeddings: EmbeddingTable) => Promise<T>): Promise<T> {
+  const embeddings = await EmbeddingTable.open(g.files.embedTokens, ctx.config.embed_tokens_shape, ctx.config.embed_tokens_dtype);
+  try {
+    return await withGraph(ctx.open, g.files.decoderStep, g.decoder, (step) => use(step, embeddings));
+  } finally {
+    await embeddings.close();
+  }
+}
+
+async function runBaseline(ctx: StageContext, g: VariantGraphs, tokenizer: Tokenizer, group: readonly Audio[], opts: CompareOptions): Promise<BaselineRun[]> {
+  const prefilled = await encodeAndPrefill(ctx, g, group, (_, features) =>
+    buildPrompt(tokenizer, { audioTokens: features.dims[1], context: opts.context, language: opts.language }));
+  return withStep(ctx, g, async (step, embeddings) => {
+    const runs: BaselineRun[] = [];
+    for (const [i, p] of prefilled.entries()) {
+      const logits: Float32Array[] = [];
+      const { tokens } = await decodeSteps(step, g.files.decoderStep, embeddings, p.start, {
+        ...stepOptions(ctx), onLogits: (_, row) => logits.push(row.slice()),
+      });
+      runs.push({ ...group[i], prompt: p.prompt, tokens, logits });
+    }
+    return runs;
   });
-  const own = await greedyDecode(model, run.prompt, features, { maxNewTokens });
-  return summariseFile(run.file, run.tokens, own.tokens, metrics);
+}
+
+function stepOptions(ctx: StageContext): { maxNewTokens: number; eosTokenIds: number[]; hidden: number } {
+  return { maxNewTokens: ctx.maxNewTokens, eosTokenIds: ctx.config.special_tokens.eos_token_ids, hidden: ctx.config.decoder.hidden_size };
+}
+
+/**
+ * Teacher-forces the candidate on each baseline run's tokens, comparing its logits row with the
+ * baseline's at every position, then decodes it greedily on its own from the same prefill.
+ */
+async function runCandidate(ctx: StageContext, g: VariantGraphs, runs: readonly BaselineRun[]): Promise<FileComparison[]> {
+  const prefilled = await encodeAndPrefill(ctx, g, runs, (audio) => (audio as BaselineRun).prompt);
+  return withStep(ctx, g, async (step, embeddings) => {
+    const out: FileComparison[] = [];
+    for (const [i, run] of runs.entries()) {
+      const metrics: StepMetrics[] = [];
+      await decodeSteps(step, g.files.decoderStep, embeddings, prefilled[i].start, {
+        ...stepOptions(ctx),
+        maxNewTokens: run.logits.length,
+        forcedTokens: [...run.tokens, 0].slice(0, run.logits.length),
+        onLogits: (n, row) => {
+          const ref = run.logits[n];
+          metrics.push({ top1Agree: argmax(ref) === argmax(row), cosine: cosineSimilarity(ref, row) });
+        },
+      });
+      const own = await decodeSteps(step, g.files.decoderStep, embeddings, prefilled[i].start, stepOptions(ctx));
+      out.push(summariseFile(run.file, run.tokens, own.tokens, metrics));
+    }
+    return out;
+  });
 }
 
 function summariseFile(file: string, baseTokens: number[], ownTokens: number[], metrics: StepMetrics[]): FileComparison {
