@@ -129,15 +129,18 @@ function checkLayerCounts(
   const checked = { audio: dims.audio.layers, text: dims.text.layers };
   for (const { tower, prefix, what, probe } of LAYER_TOWERS) {
     let highest = -1;
-    let highestName = '';
+    // The first tensor (by name) of the lowest layer index past the configured count.
+    let extra: { index: number; name: string } | undefined;
+    const layers = configured[tower];
     for (const t of source.list()) {
       if (!t.name.startsWith(prefix)) continue;
       const index = Number(/^(\d+)\./.exec(t.name.slice(prefix.length))?.[1] ?? NaN);
-      if (Number.isInteger(index) && index > highest) { highest = index; highestName = t.name; }
+      if (!Number.isInteger(index)) continue;
+      highest = Math.max(highest, index);
+      if (index >= layers && (extra === undefined || index < extra.index)) extra = { index, name: t.name };
     }
-    const layers = configured[tower];
-    if (highest >= layers) {
-      problems.push(`tensor ${opts.displayName(highestName)} belongs to ${what} ${highest}, but config.json ${opts.layerField[tower]} is ${layers} (layers 0..${layers - 1})`);
+    if (extra) {
+      problems.push(`tensor ${opts.displayName(extra.name)} belongs to ${what} ${extra.index}, but config.json ${opts.layerField[tower]} is ${layers} (the checkpoint has ${what}s up to ${highest})`);
     } else if (highest < layers - 1) {
       const missing = `${prefix}${highest + 1}.${probe}`;
       const has = highest < 0 ? `no ${what} tensors` : `${what}s 0..${highest} only`;

@@ -1,3 +1,4 @@
+import { UserError } from '../common/errors.js';
 import { allocateRtnOutput, rtnShape, type RtnOutput, type RtnParams } from './rtn.js';
 import type { WeightTask } from './matmul-nbits.js';
 import type { RtnWorkerPool, SlabSource } from './worker-pool.js';
@@ -43,7 +44,14 @@ export async function quantizeWeight(pool: RtnWorkerPool, task: WeightTask, p: R
       jobs.push(pool.run({ ...common, source: at(n * rowBytes), byteLength: (end - n) * rowBytes, layout: 1, start: n, end }));
     }
   }
-  await Promise.all(jobs);
+  try {
+    await Promise.all(jobs);
+  } catch (err) {
+    // The kernel's only data error: name the weight in one line instead of a worker stack trace.
+    const finite = /weight column \d+, block \d+ is not finite \(NaN or infinity\)/.exec(String((err as Error)?.message ?? err));
+    if (finite) throw new UserError(`${task.weightName}: ${finite[0]}; a model directory's weights must be finite numbers`);
+    throw err;
+  }
   return out;
 }
 

@@ -90,7 +90,8 @@ export function rtnQuantizeSlab(
 
   // Sets scale (and zero point) of block (n, kb) from its value range; returns the zero point.
   const params = (mn: number, mx: number, n: number, kb: number): number => {
-    if (mn !== mn || mx !== mx) throw new Error(`weight column ${n}, block ${kb} contains NaN`);
+    // Comparisons with NaN are false: this also catches NaN, and infinities would give garbage scales.
+    if (!(mn > -Infinity && mx < Infinity)) throw new Error(`weight column ${n}, block ${kb} is not finite (NaN or infinity)`);
     let scale: number;
     let zp: number;
     if (symmetric) {
