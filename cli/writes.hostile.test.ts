@@ -4,6 +4,7 @@ import { chmod, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/prom
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeSafetensors } from '../fixtures/safetensors-writer.js';
 import { tinyCheckpointDir, tinyModelDir } from '../fixtures/test-support.js';
 import { sweepDeadRunDebris } from '../common/debris.js';
 import { settleModelDir } from '../model-dir/files.js';
@@ -85,6 +86,28 @@ describe('export never deletes or replaces what it did not write', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(readdirSync(d).sort()).toEqual(['model', 'plain']);
     expect(debrisIn(d)).toEqual([]);
+  });
+
+  it('fixtures --force replaces only a checkpoint that fixtures wrote', async () => {
+    const d = await freshDir('fixtures-force');
+    const thesis = join(d, 'thesis');
+    await mkdir(thesis);
+    await writeFile(join(thesis, 'thesis.tex'), 'chapter 1');
+    expectRefusal(['fixtures', '--preset', 'tiny', '--output', thesis, '--force'], d,
+      /^--output .*thesis: holds thesis\.tex, which qwen3-onnx fixtures did not write; refusing to replace the directory$/);
+    // A checkpoint-shaped folder whose weights lack the fixture mark (a real download, say).
+    const real = join(d, 'real');
+    await mkdir(real);
+    await writeFile(join(real, 'config.json'), '{}');
+    await writeSafetensors(join(real, 'model.safetensors'), [{ name: 'w', dtype: 'BF16', shape: [2], chunks: function* () { yield new Uint8Array(4); } }]);
+    expectRefusal(['fixtures', '--preset', 'tiny', '--output', real, '--force'], d,
+      /^--output .*real: not a checkpoint written by qwen3-onnx fixtures; refusing to replace it$/);
+    // Its own output it replaces.
+    const own = join(d, 'own');
+    expect(runCli(['fixtures', '--preset', 'tiny', '--output', own, '--quiet']).code).toBe(0);
+    const r = runCli(['fixtures', '--preset', 'tiny', '--seed', '3', '--output', own, '--force', '--quiet']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(readdirSync(d).sort()).toEqual(['own', 'real', 'thesis']);
   });
 
   it('an output path that is a file, or under a file, is one line before any work', async () => {
