@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { UserError } from '../common/errors.js';
 import type { OutputConfig } from '../checkpoint/config.js';
-import { loadModel } from '../common/onnx-model.js';
+import { loadModel } from '../common/onnx/index.js';
 import { endsInRepeatedCycle, type Prompt } from '../runtime/prompt.js';
 import { EmbeddingTable } from '../runtime/session.js';
 import { ActivationStats } from './activation-stats.js';

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { modelIdentity } from './model-identity.js';
-import { AWQ_DEFAULT_ALPHA, smoothingScales } from './scales.js';
+import { AWQ_DEFAULT_ALPHA, smoothingScales } from '../quantize/awq-scales.js';
 import { readStatsFile, readStatsForModel, statsToJson, writeStatsFile, type StatsFile } from './stats-file.js';
 import { copyModelDir, tinyExportedModelDir } from './test-support.js';
 

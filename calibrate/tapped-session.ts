@@ -1,8 +1,8 @@
 import { dirname } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { UserError } from '../common/errors.js';
-import { DataType, OnnxProto, encodeModel, type LoadedModel } from '../common/onnx-model.js';
-import { findSmoothingGroups, type SmoothingGroup } from './smoothing-groups.js';
+import { DataType, decodeModel, encodeModel, onnx, type LoadedModel } from '../common/onnx/index.js';
+import { findSmoothingGroups, type SmoothingGroup } from '../quantize/smoothing-groups.js';
 
 /**
  * An onnxruntime session of a float graph with every smoothable norm output added as an extra
@@ -36,16 +36,17 @@ export function tapsOf(groups: SmoothingGroup[]): Tap[] {
 
 /** The model's bytes with `values` appended to its graph outputs (float32, shape left to inference). */
 export function tappedModelBytes(loaded: LoadedModel, values: string[]): Uint8Array {
-  const copy = OnnxProto.ModelProto.decode(encodeModel(loaded.model));
-  const graph = copy.graph!;
-  const existing = new Set((graph.output ?? []).map((o) => o.name));
+  const copy = decodeModel(encodeModel(loaded.model), loaded.path);
+  const outputs = [...loaded.graph.output];
+  const existing = new Set(outputs.map((o) => o.name));
   for (const v of values) {
     if (existing.has(v)) continue;
-    graph.output = [...(graph.output ?? []), OnnxProto.ValueInfoProto.create({
+    outputs.push(onnx.ValueInfoProto.create({
       name: v,
-      type: OnnxProto.TypeProto.create({ tensorType: OnnxProto.TypeProto.Tensor.create({ elemType: DataType.FLOAT }) }),
-    })];
+      type: onnx.TypeProto.create({ tensorType: onnx.TypeProto.Tensor.create({ elemType: DataType.FLOAT }) }),
+    }));
   }
+  copy.graph = { ...copy.graph, output: outputs };
   return encodeModel(copy);
 }
 

@@ -2,7 +2,7 @@ import { Option, type Command } from 'commander';
 import { emitResult, intOption, progressFor, threadsOption, type CommonOptions } from './output.js';
 import { QUANTIZE_DEFAULTS, quantizeModelDir } from '../quantize/model-dir.js';
 import { UserError } from '../common/errors.js';
-import { AWQ_DEFAULT_ALPHA } from '../calibrate/scales.js';
+import { AWQ_DEFAULT_ALPHA } from '../quantize/awq-scales.js';
 
 interface QuantizeFlags extends CommonOptions {
   modelDir: string;

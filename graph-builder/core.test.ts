@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from './graph-builder.js';
 import { WeightStore, WEIGHT_ALIGNMENT } from './weight-store.js';
-import { decodeModel, encodeModel, writeModel } from './model.js';
+import { modelBytes as encodeModel, writeModel } from './model.js';
+import { decodeModel } from '../common/onnx/index.js';
 import { attentionCore, gelu, layerNorm, linear, mergeHeads, splitHeads } from './layers.js';
 import { transpose2d } from './weights.js';
 
@@ -34,7 +35,7 @@ describe('GraphBuilder core', () => {
     expect(b.constInt64([1, -1])).not.toBe(b.constInt64([1, -1], [2, 1]));
     expect(b.stats().initializers).toBe(3);
     expect(() => b.op('Relu', ['nope'])).toThrow(/unknown input "nope"/);
-    expect(() => b.op('Softmax', [x], { attrs: { axis: 1.5 } })).toThrow(/attrFloat/);
+    expect(() => b.op('Softmax', [x], { attrs: { axis: 1.5 } })).toThrow(/floatAttrValue/);
     b.output('y', 'float32', ['batch', 4], y2);
     const g = b.toGraphProto();
     expect(g.node?.[1].output).toEqual(['y']);

@@ -23,7 +23,7 @@
  */
 import type { ModelDims } from '../checkpoint/config.js';
 import type { TensorSource } from '../checkpoint/tensor-source.js';
-import { attrFloat, GraphBuilder, INT64_END } from './graph-builder.js';
+import { floatAttrValue, GraphBuilder, INT64_END } from './graph-builder.js';
 import { decoderSelfAttention, type DecoderAttentionWeights } from './attention.js';
 import { fusedDecoderAttention, prefillGqaLengths, stepGqaLengths, type GqaLengths } from './fused-attention.js';
 import { reshape } from './layers.js';
@@ -164,7 +164,7 @@ async function lmHead(b: GraphBuilder, src: TensorSource, dims: ModelDims, hidde
   const head = b.scope('/lm_head');
   const w = await rowStreamedWeight(head, src, t.tied ? EMBED_TOKENS : LM_HEAD);
   const flat = reshape(head, normed, [-1, t.hidden]);
-  const logits2d = head.op('Gemm', [flat, w], { attrs: { transB: 1, alpha: attrFloat(1), beta: attrFloat(1) } });
+  const logits2d = head.op('Gemm', [flat, w], { attrs: { transB: 1, alpha: floatAttrValue(1), beta: floatAttrValue(1) } });
   const lead = head.op('Shape', [normed], { attrs: { start: 0, end: 2 } });
   const outShape = head.op('Concat', [lead, head.constInt64([t.vocab])], { attrs: { axis: 0 } });
   return head.op('Reshape', [logits2d, outShape]);

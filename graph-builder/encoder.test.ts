@@ -14,8 +14,8 @@ import {
 import { buildEncoder, ENCODER_FILE, ENCODER_WEIGHTS_FILE } from './encoder.js';
 import { attentionWindowTokens, encoderTokenCount } from './encoder-lengths.js';
 import { sinusoidTable } from './encoder-positions.js';
-import { decodeModel } from './model.js';
-import { onnx, type IValueInfoProto } from './onnx-types.js';
+import { decodeModel } from '../common/onnx/index.js';
+import { onnx, type ValueInfoProto as IValueInfoProto } from '../common/onnx/index.js';
 import { expectClose } from './test-support.js';
 
 /** max |got - want| must stay within `rel` of the reference's scale (max |want|). */

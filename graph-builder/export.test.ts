@@ -15,8 +15,8 @@ import { tinyCheckpointDir, tinyModelDir } from '../fixtures/test-support.js';
 import { EMBED_TOKENS } from './decoder.js';
 import { exportModel } from './export.js';
 import { ExportRecordSchema } from './export-record.js';
-import { decodeModel } from './model.js';
-import type { ModelProto } from './onnx-types.js';
+import { decodeModel } from '../common/onnx/index.js';
+import type { ModelProto } from '../common/onnx/index.js';
 import { WEIGHT_ALIGNMENT } from './weight-store.js';
 
 const run = promisify(execFile);

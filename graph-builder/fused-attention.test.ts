@@ -6,8 +6,8 @@ import type { ModelDims } from '../checkpoint/config.js';
 import { Prng } from '../common/prng.js';
 import { tinyModelDir } from '../fixtures/test-support.js';
 import { ReferenceDecoder, type WeightLookup } from '../fixtures/reference/index.js';
-import { decodeModel } from './model.js';
-import type { ModelProto } from './onnx-types.js';
+import { decodeModel } from '../common/onnx/index.js';
+import type { ModelProto } from '../common/onnx/index.js';
 import { expectClose, tinyReferenceWeights } from './test-support.js';
 
 /*

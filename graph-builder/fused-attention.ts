@@ -16,7 +16,7 @@
  * rotary would take positions from seqlens_k. RotaryEmbedding runs on the 3-D BSH tensors, so no
  * Transpose is needed anywhere: q/k/v go from the projections straight into GroupQueryAttention.
  */
-import { attrFloat, type GraphBuilder } from './graph-builder.js';
+import { floatAttrValue, type GraphBuilder } from './graph-builder.js';
 import type { DecoderAttentionShape, DecoderAttentionWeights } from './attention.js';
 import { linear, reshape } from './layers.js';
 import { MS_DOMAIN } from './model.js';
@@ -96,7 +96,7 @@ export function fusedDecoderAttention(
   const past = ctx.pastKey && ctx.pastValue ? [ctx.pastKey, ctx.pastValue] : ['', ''];
   const [out, key, value] = b.node('GroupQueryAttention', [q, k, v, ...past, ctx.lengths.seqlensK, ctx.lengths.total], {
     domain: MS_DOMAIN, outputs: 3,
-    attrs: { num_heads: heads, kv_num_heads: kvHeads, scale: attrFloat(1 / Math.sqrt(headDim)) },
+    attrs: { num_heads: heads, kv_num_heads: kvHeads, scale: floatAttrValue(1 / Math.sqrt(headDim)) },
   });
   return { out: linear(b.scope('o_proj'), out, w.o, w.oBias), key, value };
 }

@@ -10,32 +10,33 @@
  *                                                                // output ".../MatMul/output_0"
  *   const [a, b2] = b.node('Split', [x, b.constInt64([2, 2])], { outputs: 2, attrs: { axis: -1 } });
  *   b.output('logits', 'float32', ['batch', 1, V], logitsValue);  // renames the producing node's output
- *   const bytes = encodeModel(b);                                 // model.ts
+ *   const bytes = modelBytes(b);                                  // model.ts
  *
  * Names: nodes are `<scope>/<name or op type>`, made unique with `_1`, `_2`...; outputs are
  * `<node name>/output_<i>` unless given. Constants are initializers created once per graph,
  * deduplicated by dtype + dims + bytes (`/model/constants/int64/[2]/1_-1`).
  * Attributes: integer numbers -> INT, number[] -> INTS, string -> STRING; floats must be
- * explicit (`attrFloat(1e-6)`, `attrFloats([...])`) so 1.0 never silently becomes an INT.
+ * explicit (`floatAttrValue(1e-6)`, `floatsAttrValue([...])`) so 1.0 never silently becomes an INT.
  * Every node input must already exist (graph input, initializer or earlier node output):
  * building is in topological order by construction, and a typo fails at once.
  */
 import { createHash } from 'node:crypto';
 import {
-  onnx, bytesOf, dataTypeOf, elementCount,
-  type DType, type Dim, type IAttributeProto, type IGraphProto, type INodeProto, type ITensorProto, type IValueInfoProto,
-} from './onnx-types.js';
+  onnx, bytesPerElement, copyBytes, dataTypeOf, elementCount, uniqueName,
+  type AttributeProto, type DType, type Dim, type GraphProto, type NodeProto, type TensorProto, type ValueInfoProto,
+} from '../common/onnx/index.js';
 import { externalTensorProto, type StoredTensor, type TensorData, type WeightStore } from './weight-store.js';
 
 /** An explicitly float-typed attribute. */
 export interface FloatAttr { kind: 'float'; value: number }
 export interface FloatsAttr { kind: 'floats'; value: number[] }
-export interface TensorAttr { kind: 'tensor'; value: ITensorProto }
+export interface TensorAttr { kind: 'tensor'; value: TensorProto }
 export type AttrValue = number | number[] | string | string[] | FloatAttr | FloatsAttr | TensorAttr;
 
-export const attrFloat = (value: number): FloatAttr => ({ kind: 'float', value });
-export const attrFloats = (value: number[]): FloatsAttr => ({ kind: 'floats', value });
-export const attrTensor = (value: ITensorProto): TensorAttr => ({ kind: 'tensor', value });
+/** Attribute values for `attrs` that are not plain integers, strings or int lists. */
+export const floatAttrValue = (value: number): FloatAttr => ({ kind: 'float', value });
+export const floatsAttrValue = (value: number[]): FloatsAttr => ({ kind: 'floats', value });
+export const tensorAttrValue = (value: TensorProto): TensorAttr => ({ kind: 'tensor', value });
 
 export interface NodeOptions {
   /** How many outputs (auto-named) or their exact names. Default 1. */
@@ -57,15 +58,15 @@ export const INT64_END = Number.MAX_SAFE_INTEGER;
 
 /** State shared by a graph and all its scoped views. */
 class GraphState {
-  readonly nodes: INodeProto[] = [];
-  readonly initializers: ITensorProto[] = [];
-  readonly inputs: IValueInfoProto[] = [];
-  readonly outputs: IValueInfoProto[] = [];
+  readonly nodes: NodeProto[] = [];
+  readonly initializers: TensorProto[] = [];
+  readonly inputs: ValueInfoProto[] = [];
+  readonly outputs: ValueInfoProto[] = [];
   readonly nodeNames = new Set<string>();
   /** Every value that exists so far. */
   readonly values = new Set<string>();
   /** value name -> node producing it (graph inputs and initializers are absent). */
-  readonly producer = new Map<string, INodeProto>();
+  readonly producer = new Map<string, NodeProto>();
   readonly constants = new Map<string, string>();
   readonly domains = new Set<string>();
   constructor(readonly name: string, readonly weights: WeightStore | undefined) {}
@@ -167,7 +168,7 @@ export class GraphBuilder {
 
   /** A constant of any dtype, created once per graph (dedup by dtype + dims + bytes). */
   constTensor(dtype: DType, dims: readonly number[], data: TensorArray): string {
-    const bytes = bytesOf(data);
+    const bytes = copyBytes(data);
     checkSize(`constant ${dtype}[${dims}]`, dtype, dims, bytes.byteLength);
     const key = `${dtype}|${dims.join(',')}|${Buffer.from(bytes).toString('base64')}`;
     const found = this.g.constants.get(key);
@@ -181,7 +182,7 @@ export class GraphBuilder {
 
   /** A named initializer stored inside the .onnx file. */
   initializer(name: string, dtype: DType, dims: readonly number[], data: TensorArray): string {
-    const bytes = bytesOf(data);
+    const bytes = copyBytes(data);
     checkSize(`initializer ${name}`, dtype, dims, bytes.byteLength);
     this.claimValue(name);
     this.g.initializers.push(inlineTensor(name, dtype, dims, bytes));
@@ -217,7 +218,7 @@ export class GraphBuilder {
   }
 
   /** The finished graph. Inputs, outputs, nodes and initializers keep their creation order. */
-  toGraphProto(): IGraphProto {
+  toGraphProto(): GraphProto {
     if (this.g.outputs.length === 0) throw new Error(`graph ${this.g.name} has no outputs`);
     return onnx.GraphProto.create({
       name: this.g.name,
@@ -240,13 +241,10 @@ export class GraphBuilder {
   }
 
   private uniqueNodeName(base: string): string {
-    let name = base;
-    for (let k = 1; this.g.nodeNames.has(name); k++) name = `${base}_${k}`;
-    this.g.nodeNames.add(name);
-    return name;
+    return uniqueName(this.g.nodeNames, base);
   }
 
-  private renameValue(from: string, to: string, producer: INodeProto): void {
+  private renameValue(from: string, to: string, producer: NodeProto): void {
     producer.output = (producer.output ?? []).map((o) => (o === from ? to : o));
     for (const n of this.g.nodes) {
       if (n.input?.includes(from)) n.input = n.input.map((i) => (i === from ? to : i));
@@ -257,7 +255,7 @@ export class GraphBuilder {
   }
 }
 
-function valueInfo(name: string, dtype: DType, dims: readonly Dim[]): IValueInfoProto {
+function valueInfo(name: string, dtype: DType, dims: readonly Dim[]): ValueInfoProto {
   return onnx.ValueInfoProto.create({
     name,
     type: onnx.TypeProto.create({
@@ -271,12 +269,12 @@ function valueInfo(name: string, dtype: DType, dims: readonly Dim[]): IValueInfo
   });
 }
 
-function inlineTensor(name: string, dtype: DType, dims: readonly number[], bytes: Uint8Array): ITensorProto {
+function inlineTensor(name: string, dtype: DType, dims: readonly number[], bytes: Uint8Array): TensorProto {
   return onnx.TensorProto.create({ name, dims: [...dims], dataType: dataTypeOf(dtype), rawData: bytes });
 }
 
 function checkSize(what: string, dtype: DType, dims: readonly number[], byteLength: number): void {
-  const want = elementCount(dims) * (dtype === 'float16' ? 2 : dtype === 'float64' || dtype === 'int64' ? 8 : dtype === 'float32' || dtype === 'int32' ? 4 : 1);
+  const want = elementCount(dims) * bytesPerElement(dtype);
   if (want !== byteLength) throw new Error(`${what}: ${byteLength} bytes do not match dims [${dims}]`);
 }
 
@@ -290,9 +288,9 @@ function constantName(dtype: DType, dims: readonly number[], data: TensorArray, 
   return `/model/constants/${dtype}/${shape}/${createHash('sha256').update(bytes).digest('hex').slice(0, 16)}`;
 }
 
-function makeAttribute(name: string, v: AttrValue): IAttributeProto {
+function makeAttribute(name: string, v: AttrValue): AttributeProto {
   if (typeof v === 'number') {
-    if (!Number.isInteger(v)) throw new Error(`attribute ${name}=${v}: use attrFloat() for float attributes`);
+    if (!Number.isInteger(v)) throw new Error(`attribute ${name}=${v}: use floatAttrValue() for float attributes`);
     return onnx.AttributeProto.create({ name, type: AT.INT, i: v });
   }
   if (typeof v === 'string') return onnx.AttributeProto.create({ name, type: AT.STRING, s: Buffer.from(v, 'utf8') });
@@ -301,7 +299,7 @@ function makeAttribute(name: string, v: AttrValue): IAttributeProto {
       return onnx.AttributeProto.create({ name, type: AT.STRINGS, strings: (v as string[]).map((x) => Buffer.from(x, 'utf8')) });
     }
     const ints = v as number[];
-    if (!ints.every((x) => Number.isInteger(x))) throw new Error(`attribute ${name}: use attrFloats() for float lists`);
+    if (!ints.every((x) => Number.isInteger(x))) throw new Error(`attribute ${name}: use floatsAttrValue() for float lists`);
     return onnx.AttributeProto.create({ name, type: AT.INTS, ints });
   }
   switch (v.kind) {

@@ -11,7 +11,7 @@
  *   const o = attentionCore(attn, qh, kh, vh, { scale: 1 / Math.sqrt(D), mask });
  *   const y = mergeHeads(attn, o, numHeads * headDim);            // [B,H,S,D] -> [B,S,H*D]
  */
-import { attrFloat, type GraphBuilder } from './graph-builder.js';
+import { floatAttrValue, type GraphBuilder } from './graph-builder.js';
 
 /**
  * y = x @ W (+ bias), W stored [in, out].
@@ -25,7 +25,7 @@ export function linear(b: GraphBuilder, x: string, weight: string, bias?: string
 
 /** LayerNormalization over the last axis (opset 17 op, one node). */
 export function layerNorm(b: GraphBuilder, x: string, scale: string, bias: string, eps: number): string {
-  return b.op('LayerNormalization', [x, scale, bias], { attrs: { axis: -1, epsilon: attrFloat(eps) } });
+  return b.op('LayerNormalization', [x, scale, bias], { attrs: { axis: -1, epsilon: floatAttrValue(eps) } });
 }
 
 /**

@@ -2,8 +2,9 @@
  * Wraps a finished GraphBuilder into a ModelProto and serializes it deterministically.
  *
  * Usage:
- *   const bytes = encodeModel(b);                 // Uint8Array, same graph => same bytes
+ *   const bytes = modelBytes(b);                  // Uint8Array, same graph => same bytes
  *   await writeModel(join(dir, 'decoder_step.onnx'), b);   // atomic write
+ *   (reading a model back: decodeModel / loadModel in common/onnx/)
  *
  * Opsets: the default domain is imported at opset 17. 17 is the first opset with
  * LayerNormalization (the encoder needs it) and every op we use exists there in its final
@@ -14,9 +15,8 @@
  * only when a graph actually uses a contrib op (e.g. after quantization: MatMulNBits).
  * IR version 8 is what opset 17 requires (ONNX 1.12) and the newest this onnx-proto knows.
  */
-import { writeFileAtomic } from '../common/atomic.js';
+import { encodeModel, onnx, saveModel, type ModelProto } from '../common/onnx/index.js';
 import type { GraphBuilder } from './graph-builder.js';
-import { onnx, type IModelProto, type ModelProto } from './onnx-types.js';
 
 export const DEFAULT_OPSET = 17;
 export const MS_DOMAIN = 'com.microsoft';
@@ -31,7 +31,7 @@ export interface ModelOptions {
   metadata?: Record<string, string>;
 }
 
-export function modelProto(b: GraphBuilder, opts: ModelOptions = {}): IModelProto {
+export function modelProto(b: GraphBuilder, opts: ModelOptions = {}): ModelProto {
   const graph = b.toGraphProto();
   const domains = b.usedDomains();
   const opsetImport = [onnx.OperatorSetIdProto.create({ domain: '', version: DEFAULT_OPSET })];
@@ -52,16 +52,11 @@ export function modelProto(b: GraphBuilder, opts: ModelOptions = {}): IModelProt
   });
 }
 
-/** Protobuf bytes; protobufjs writes fields in field-number order, so output is deterministic. */
-export function encodeModel(b: GraphBuilder, opts: ModelOptions = {}): Uint8Array {
-  return onnx.ModelProto.encode(modelProto(b, opts)).finish();
+/** The .onnx bytes of a built graph (deterministic: common/onnx encodeModel). */
+export function modelBytes(b: GraphBuilder, opts: ModelOptions = {}): Uint8Array {
+  return encodeModel(modelProto(b, opts));
 }
 
 export async function writeModel(path: string, b: GraphBuilder, opts: ModelOptions = {}): Promise<void> {
-  await writeFileAtomic(path, encodeModel(b, opts));
-}
-
-/** Parses model bytes (tests and tools that inspect a written model). */
-export function decodeModel(bytes: Uint8Array): ModelProto {
-  return onnx.ModelProto.decode(bytes);
+  await saveModel(path, modelProto(b, opts));
 }

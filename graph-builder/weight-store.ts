@@ -9,10 +9,9 @@
  *   graph.addExternalInitializer(w)          // GraphBuilder does this via b.weight(...)
  *   await store.commit();                    // or store.abort() on failure
  *
- * Layout: every tensor starts at a multiple of WEIGHT_ALIGNMENT (4096 bytes, one page), so
- * onnxruntime can memory-map each tensor without copying and SIMD loads are aligned; the
- * padding costs < 4 KiB per tensor (about 1 MiB for a 1.7B decoder). Tensors are written in
- * the order they are added, so the same build order gives the same bytes.
+ * Layout: every tensor starts on a 4 KiB page (WEIGHT_ALIGNMENT; the data-file writer's rule with
+ * `pageAlignFrom: 0`, common/onnx/data-file-writer.ts). Tensors are written in the order they
+ * are added, so the same build order gives the same bytes.
  *
  * Data is streamed: a producer returns one tensor's bytes (or yields them in chunks), it is
  * written and dropped. A whole tensor is written in the background while the caller prepares
@@ -21,11 +20,13 @@
  * producers may reuse their buffers; scratchFloat32() gives double-buffered scratch space.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import { basename } from 'node:path';
-import { AtomicFileWriter } from '../common/atomic.js';
-import { onnx, dataTypeOf, bytesPerElement, bytesView, elementCount, type DType, type ITensorProto } from './onnx-types.js';
+import {
+  ExternalDataWriter, PAGE_BYTES, bytesPerElement, dataTypeOf, elementCount, markExternal, onnx, viewBytes,
+  type DType, type Placement, type Tensor,
+} from '../common/onnx/index.js';
 
-export const WEIGHT_ALIGNMENT = 4096;
+/** Where every exported weight starts: a multiple of one page. */
+export const WEIGHT_ALIGNMENT = PAGE_BYTES;
 
 /** Bytes between background writeback requests (see startBackgroundSync). */
 const SYNC_EVERY = 128 * 1024 * 1024;
@@ -35,7 +36,7 @@ export interface StoredTensor {
   name: string;
   dtype: DType;
   dims: number[];
-  /** Byte offset in the data file (a multiple of the store's alignment). */
+  /** Byte offset in the data file (a multiple of WEIGHT_ALIGNMENT). */
   offset: number;
   length: number;
   /** The data file's name relative to the .onnx file (they sit in the same directory). */
@@ -46,8 +47,6 @@ export interface StoredTensor {
 export type TensorData = ArrayBufferView | AsyncIterable<ArrayBufferView> | Iterable<ArrayBufferView>;
 
 export interface WeightStoreOptions {
-  /** Byte alignment of every tensor (default WEIGHT_ALIGNMENT). */
-  alignment?: number;
   /** Called after each new tensor is written (progress). */
   onStored?: (t: StoredTensor) => void;
 }
@@ -55,8 +54,7 @@ export interface WeightStoreOptions {
 export class WeightStore {
   readonly path: string;
   readonly location: string;
-  readonly alignment: number;
-  private readonly writer: AtomicFileWriter;
+  private readonly data: ExternalDataWriter;
   private readonly entries = new Map<string, StoredTensor>();
   private readonly order: string[] = [];
   private readonly onStored: ((t: StoredTensor) => void) | undefined;
@@ -68,17 +66,15 @@ export class WeightStore {
   private syncHandle: FileHandle | undefined;
   private syncedUpTo = 0;
 
-  private constructor(path: string, writer: AtomicFileWriter, opts: WeightStoreOptions) {
+  private constructor(path: string, data: ExternalDataWriter, opts: WeightStoreOptions) {
     this.path = path;
-    this.location = basename(path);
-    this.writer = writer;
-    this.alignment = opts.alignment ?? WEIGHT_ALIGNMENT;
+    this.location = data.location;
+    this.data = data;
     this.onStored = opts.onStored;
-    if (!Number.isInteger(this.alignment) || this.alignment <= 0) throw new Error(`bad alignment ${this.alignment}`);
   }
 
   static async create(path: string, opts: WeightStoreOptions = {}): Promise<WeightStore> {
-    return new WeightStore(path, await AtomicFileWriter.create(path), opts);
+    return new WeightStore(path, await ExternalDataWriter.create(path, { pageAlignFrom: 0 }), opts);
   }
 
   has(name: string): boolean {
@@ -117,11 +113,10 @@ export class WeightStore {
     const data = await produce(); // overlaps the previous tensor's background write
     await this.pending; // the previous write is done (and its error, if any, surfaces here)
     this.pending = undefined;
-    await this.writer.align(this.alignment);
-    const offset = this.writer.position;
+    const placement = await this.data.begin(length);
     if (ArrayBuffer.isView(data)) {
       if (data.byteLength !== length) throw new Error(`weight ${name}: expected ${length} bytes, producer gave ${data.byteLength}`);
-      this.pending = this.writeWhole(data);
+      this.pending = this.writeWhole(data, placement, name);
       this.pending.catch(() => undefined); // handled by whoever awaits it next
     } else {
       let written = 0;
@@ -129,25 +124,27 @@ export class WeightStore {
       const put = async (chunk: ArrayBufferView): Promise<void> => {
         written += chunk.byteLength;
         if (written > length) throw new Error(`weight ${name}: producer gave more than ${length} bytes`);
-        await this.writer.write(bytesView(chunk));
-        await this.writer.flushed();
+        await this.data.write(viewBytes(chunk));
+        await this.data.flushed();
       };
       if (Symbol.asyncIterator in data) for await (const c of data) await put(c);
       else for (const c of data) await put(c);
       if (written !== length) throw new Error(`weight ${name}: expected ${length} bytes, producer gave ${written}`);
+      this.data.end(placement, `weight ${name}`);
       this.startBackgroundSync();
     }
-    this.end = offset + length;
-    const entry: StoredTensor = { name, dtype, dims: [...dims], offset, length, location: this.location };
+    this.end = placement.offset + length;
+    const entry: StoredTensor = { name, dtype, dims: [...dims], offset: placement.offset, length, location: this.location };
     this.entries.set(name, entry);
     this.order.push(name);
     this.onStored?.(entry);
     return entry;
   }
 
-  private async writeWhole(data: ArrayBufferView): Promise<void> {
-    await this.writer.write(bytesView(data));
-    await this.writer.flushed();
+  private async writeWhole(data: ArrayBufferView, placement: Placement, name: string): Promise<void> {
+    await this.data.write(viewBytes(data));
+    await this.data.flushed();
+    this.data.end(placement, `weight ${name}`);
     this.startBackgroundSync();
   }
 
@@ -169,11 +166,11 @@ export class WeightStore {
    * overlaps the CPU work of the next tensors instead of all happening in commit()'s fsync.
    */
   private startBackgroundSync(): void {
-    if (this.syncing || this.writer.position - this.syncedUpTo < SYNC_EVERY) return;
-    this.syncedUpTo = this.writer.position;
+    if (this.syncing || this.data.position - this.syncedUpTo < SYNC_EVERY) return;
+    this.syncedUpTo = this.data.position;
     this.syncing = (async () => {
       try {
-        this.syncHandle ??= await open(this.writer.tempPath, 'r');
+        this.syncHandle ??= await open(this.data.tempPath, 'r');
         await this.syncHandle.datasync();
       } catch {
         // Best effort: commit() fsyncs everything anyway.
@@ -198,27 +195,18 @@ export class WeightStore {
       throw err;
     }
     await this.stopBackgroundSync();
-    await this.writer.commit();
+    await this.data.commit();
   }
 
   async abort(): Promise<void> {
     await this.pending?.catch(() => undefined);
     await this.stopBackgroundSync();
-    await this.writer.abort();
+    await this.data.abort();
   }
 }
 
 /** The initializer that points at a stored tensor (data_location = EXTERNAL). */
-export function externalTensorProto(t: StoredTensor): ITensorProto {
-  return onnx.TensorProto.create({
-    name: t.name,
-    dims: t.dims,
-    dataType: dataTypeOf(t.dtype),
-    dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
-    externalData: [
-      onnx.StringStringEntryProto.create({ key: 'location', value: t.location }),
-      onnx.StringStringEntryProto.create({ key: 'offset', value: String(t.offset) }),
-      onnx.StringStringEntryProto.create({ key: 'length', value: String(t.length) }),
-    ],
-  });
+export function externalTensorProto(t: StoredTensor): Tensor {
+  const proto = onnx.TensorProto.create({ name: t.name, dims: t.dims, dataType: dataTypeOf(t.dtype) });
+  return markExternal(proto, t.location, t);
 }

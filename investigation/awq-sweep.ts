@@ -14,7 +14,7 @@
 import { join, resolve } from 'node:path';
 import { OutputConfigSchema, readJsonWith } from '../checkpoint/config.js';
 import { calibrateModelDir } from '../calibrate/calibrate.js';
-import { audioEvalCases, compareLogits, type LogitError } from '../calibrate/logit-error.js';
+import { audioEvalCases, compareLogits, type LogitError } from './logit-error.js';
 import { copyModelDir, tinyExportedModelDir } from '../calibrate/test-support.js';
 import { QUANTIZE_DEFAULTS, quantizeModelDir } from '../quantize/model-dir.js';
 import { EmbeddingTable } from '../runtime/session.js';

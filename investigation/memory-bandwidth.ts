@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../graph-builder/graph-builder.js';
-import { encodeModel } from '../graph-builder/model.js';
+import { modelBytes } from '../graph-builder/model.js';
 
 /**
  * Memory bandwidth of this machine, best of `reps`, in GB/s (1e9 bytes):
@@ -39,7 +39,7 @@ async function ortRead(bytes: number, reps: number, threads: number): Promise<nu
   const b = new GraphBuilder('read_bandwidth');
   const x = b.input('x', 'float32', [n]);
   b.output('sum', 'float32', [], b.op('ReduceSum', [x], { attrs: { keepdims: 0 } }));
-  const session = await ort.InferenceSession.create(encodeModel(b), {
+  const session = await ort.InferenceSession.create(modelBytes(b), {
     executionMode: 'sequential', graphOptimizationLevel: 'all', intraOpNumThreads: threads, interOpNumThreads: 1, logSeverityLevel: 3,
   });
   try {

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DataType, loadModel, type NodeProto } from '../common/onnx-model.js';
+import { DataType, loadModel, type NodeProto } from '../common/onnx/index.js';
 import { transformGraphs } from './transform.js';
 import {
   buildModel, f32, maxRelDiff, node, randomFloats, runOrt, saveWithExternalData, removeTempDirs, tempDir, type GraphSpec,

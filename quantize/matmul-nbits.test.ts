@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DataType, attrInt, dimsOf, loadModel, readTensorBytesSync, type LoadedModel, type NodeProto } from '../common/onnx-model.js';
+import { DataType, readIntAttribute, dimsOf, loadModel, readTensorBytesSync, type LoadedModel, type NodeProto } from '../common/onnx/index.js';
 import { rtnDequantize, type RtnOutput, type RtnParams } from './rtn.js';
 import { transformGraphs } from './transform.js';
 import type { NBitsOptions } from './matmul-nbits.js';
@@ -59,10 +59,10 @@ async function quantized(spec: GraphSpec, opts: NBitsOptions, fuse = true) {
 function nbitsTensors(m: LoadedModel, n: NodeProto): { q: RtnOutput; K: number; N: number; p: RtnParams } {
   const init = (name: string) => m.model.graph!.initializer!.find((t) => t.name === name)!;
   const bytes = (name: string) => readTensorBytesSync(init(name), m.path);
-  const K = attrInt(n, 'K', 0);
-  const N = attrInt(n, 'N', 0);
-  const bits = attrInt(n, 'bits', 4) as 4 | 8;
-  const blockSize = attrInt(n, 'block_size', 0);
+  const K = readIntAttribute(n, 'K', 0);
+  const N = readIntAttribute(n, 'N', 0);
+  const bits = readIntAttribute(n, 'bits', 4) as 4 | 8;
+  const blockSize = readIntAttribute(n, 'block_size', 0);
   const sc = bytes(n.input![2]);
   const zpName = n.input![3];
   return {
@@ -146,7 +146,7 @@ describe('MatMul/Gemm -> MatMulNBits', () => {
     const N = 48;
     const { dst, model } = await quantized(linearGraph(K, N), { ...OPTS, accuracyLevel: 4 });
     const nodes = model.model.graph!.node!;
-    expect(nodes.every((n) => attrInt(n, 'accuracy_level', 0) === 4)).toBe(true);
+    expect(nodes.every((n) => readIntAttribute(n, 'accuracy_level', 0) === 4)).toBe(true);
     const x = randomFloats(S * K, 30);
     const out = await runOrt(dst, { x: f32(x, [1, S, K]), x2: f32(randomFloats(S * K, 31), [S, K]) });
     const w = nbitsTensors(model, nodes[0]);

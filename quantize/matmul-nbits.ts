@@ -1,10 +1,8 @@
-import { createHash } from 'node:crypto';
-import { usedNodeNames, uniqueName } from './fuse-rmsnorm.js';
-import { GraphIndex } from './graph-index.js';
 import {
-  DataType, attrFloat, attrInt, attrInts, dimsOf, ensureOpset, intAttr, tensorBytes,
-  type LoadedModel, type NodeProto, type TensorBytes, type TensorProto,
-} from '../common/onnx-model.js';
+  DataType, GraphIndex, dimsOf, ensureOpset, makeIntAttribute, readFloatAttribute, readIntAttribute, readIntsAttribute,
+  sourceId as tensorSourceId, tensorBytes, uniqueName, usedNodeNames,
+  type LoadedModel, type Node, type Tensor, type TensorBytes,
+} from '../common/onnx/index.js';
 import { rtnShape, type RtnParams, type WeightLayout } from './rtn.js';
 
 /**
@@ -68,8 +66,8 @@ export class TaskRegistry {
 }
 
 interface Candidate {
-  node: NodeProto;
-  weight: TensorProto;
+  node: Node;
+  weight: Tensor;
   layout: WeightLayout;
   K: number;
   N: number;
@@ -79,24 +77,24 @@ interface Candidate {
 export function quantizeMatMuls(
   loaded: LoadedModel, opts: NBitsOptions, registry: TaskRegistry,
 ): { generated: Map<string, GeneratedTensor>; report: NBitsReport } {
-  const graph = loaded.model.graph!;
+  const graph = loaded.graph;
   const idx = new GraphIndex(graph, loaded.path);
   const report: NBitsReport = { quantized: [], skipped: [], excludeHits: opts.exclude.map(() => 0) };
   const generated = new Map<string, GeneratedTensor>();
   const excludeRes = opts.exclude.map(globToRegExp);
-  const nodeNames = usedNodeNames(graph.node ?? []);
+  const nodeNames = usedNodeNames(graph.node);
   const valueNames = new Set<string>([...idx.initializers.keys(), ...idx.producer.keys()]);
-  for (const i of graph.input ?? []) if (i.name) valueNames.add(i.name);
+  for (const i of graph.input) if (i.name) valueNames.add(i.name);
   /** Per task: the initializer names in this graph (a weight shared by two nodes reuses them). */
   const namesFor = new Map<WeightTask, { B: string; scales: string; zeroPoints: string | null }>();
-  const newInits: TensorProto[] = [];
+  const newInits: Tensor[] = [];
 
-  const replace = new Map<NodeProto, NodeProto>();
-  for (const node of graph.node ?? []) {
+  const replace = new Map<Node, Node>();
+  for (const node of graph.node) {
     const cand = candidate(idx, node);
     if (!cand) continue;
-    const nodeName = node.name ?? '';
-    const weightName = cand.weight.name ?? '';
+    const nodeName = node.name;
+    const weightName = cand.weight.name;
     let excluded = false;
     excludeRes.forEach((re, i) => {
       if (re.test(nodeName) || re.test(weightName)) { report.excludeHits[i] += 1; excluded = true; }
@@ -107,9 +105,7 @@ export function quantizeMatMuls(
       continue;
     }
     const source = tensorBytes(cand.weight, loaded.path);
-    const sourceId = source.kind === 'external'
-      ? `${source.file}|${source.offset}|${source.length}`
-      : `inline:${createHash('sha256').update(source.bytes).digest('hex')}`;
+    const sourceId = tensorSourceId(source);
     const task = registry.get(`${sourceId}|${cand.layout}|${cand.K}x${cand.N}`, () => ({
       key: `${sourceId}|${cand.layout}|${cand.K}x${cand.N}`, source, layout: cand.layout, K: cand.K, N: cand.N, weightName,
     }));
@@ -132,34 +128,34 @@ export function quantizeMatMuls(
         generated.set(names.zeroPoints, { tasks: [task], part: 'zeroPoints' });
       }
     }
-    const inputs = [node.input![0], names.B, names.scales];
+    const inputs = [node.input[0], names.B, names.scales];
     if (names.zeroPoints || cand.bias) inputs.push(names.zeroPoints ?? '');
     if (cand.bias) inputs.push('', cand.bias);
-    const attributes = [intAttr('K', cand.K), intAttr('N', cand.N), intAttr('bits', opts.bits), intAttr('block_size', opts.blockSize)];
-    if (opts.accuracyLevel > 0) attributes.push(intAttr('accuracy_level', opts.accuracyLevel));
+    const attributes = [makeIntAttribute('K', cand.K), makeIntAttribute('N', cand.N), makeIntAttribute('bits', opts.bits), makeIntAttribute('block_size', opts.blockSize)];
+    if (opts.accuracyLevel > 0) attributes.push(makeIntAttribute('accuracy_level', opts.accuracyLevel));
     replace.set(node, {
-      name: uniqueName(nodeNames, nodeName ? `${nodeName}_Q${opts.bits}` : `MatMulNBits_${node.output![0]}`),
+      name: uniqueName(nodeNames, nodeName ? `${nodeName}_Q${opts.bits}` : `MatMulNBits_${node.output[0]}`),
       opType: 'MatMulNBits',
       domain: 'com.microsoft',
       input: inputs,
-      output: [node.output![0]],
+      output: [node.output[0]],
       attribute: attributes,
     });
     report.quantized.push({ node: nodeName, weight: weightName, K: cand.K, N: cand.N });
   }
   if (replace.size > 0) {
-    graph.node = (graph.node ?? []).map((n) => replace.get(n) ?? n);
-    graph.initializer = [...(graph.initializer ?? []), ...newInits];
+    graph.node = graph.node.map((n) => replace.get(n) ?? n);
+    graph.initializer = [...graph.initializer, ...newInits];
     ensureOpset(loaded.model, 'com.microsoft', 1);
   }
   return { generated, report };
 }
 
 /** A MatMul/Gemm this pass can rewrite, or undefined. */
-function candidate(idx: GraphIndex, node: NodeProto): Candidate | undefined {
-  if ((node.domain ?? '') !== '' || (node.input ?? []).length < 2 || (node.output ?? []).length !== 1) return undefined;
+function candidate(idx: GraphIndex, node: Node): Candidate | undefined {
+  if (node.domain !== '' || node.input.length < 2 || node.output.length !== 1) return undefined;
   if (node.opType === 'MatMul') {
-    const b = node.input![1];
+    const b = node.input[1];
     const w = idx.initializers.get(b);
     if (w) {
       const d = dimsOf(w);
@@ -167,9 +163,9 @@ function candidate(idx: GraphIndex, node: NodeProto): Candidate | undefined {
     }
     // W^T written as Transpose(W) of a constant [N, K] weight (how a tied lm_head can look).
     const t = idx.producer.get(b);
-    if (t && t.opType === 'Transpose' && (t.domain ?? '') === '') {
-      const perm = attrInts(t, 'perm');
-      const wt = idx.initializers.get(t.input?.[0] ?? '');
+    if (t && t.opType === 'Transpose' && t.domain === '') {
+      const perm = readIntsAttribute(t, 'perm');
+      const wt = idx.initializers.get(t.input[0] ?? '');
       if (!wt || (perm && !(perm.length === 2 && perm[0] === 1 && perm[1] === 0))) return undefined;
       const d = dimsOf(wt);
       return d.length === 2 ? { node, weight: wt, layout: 'NK', K: d[1], N: d[0] } : undefined;
@@ -177,20 +173,20 @@ function candidate(idx: GraphIndex, node: NodeProto): Candidate | undefined {
     return undefined;
   }
   if (node.opType === 'Gemm') {
-    if (attrInt(node, 'transA', 0) !== 0 || attrFloat(node, 'alpha', 1) !== 1) return undefined;
-    const w = idx.initializers.get(node.input![1]);
+    if (readIntAttribute(node, 'transA', 0) !== 0 || readFloatAttribute(node, 'alpha', 1) !== 1) return undefined;
+    const w = idx.initializers.get(node.input[1]);
     if (!w) return undefined;
     const d = dimsOf(w);
     if (d.length !== 2) return undefined;
-    const transB = attrInt(node, 'transB', 0) === 1;
+    const transB = readIntAttribute(node, 'transB', 0) === 1;
     const K = transB ? d[1] : d[0];
     const N = transB ? d[0] : d[1];
     let bias: string | undefined;
-    const c = node.input![2];
+    const c = node.input[2];
     if (c) {
       // MatMulNBits adds a [N] bias; other Gemm C shapes (or beta != 1) stay as they are.
       const ct = idx.initializers.get(c);
-      if (!ct || attrFloat(node, 'beta', 1) !== 1) return undefined;
+      if (!ct || readFloatAttribute(node, 'beta', 1) !== 1) return undefined;
       const cd = dimsOf(ct);
       if (!(cd.length === 1 && cd[0] === N) || ct.dataType !== DataType.FLOAT) return undefined;
       bias = c;
@@ -200,38 +196,6 @@ function candidate(idx: GraphIndex, node: NodeProto): Candidate | undefined {
   return undefined;
 }
 
-/**
- * Removes initializers no node (or subgraph) reads any more, and then nodes whose outputs
- * nobody reads among side-effect-free shape ops left behind (the Transpose of a tied lm_head).
- */
-export function pruneGraph(loaded: LoadedModel): void {
-  const graph = loaded.model.graph!;
-  const DEAD_CANDIDATES = new Set(['Transpose', 'Constant', 'Identity', 'Cast', 'Reshape']);
-  for (;;) {
-    const idx = new GraphIndex(graph, loaded.path);
-    const before = (graph.node ?? []).length;
-    graph.node = (graph.node ?? []).filter((n) => {
-      if (!DEAD_CANDIDATES.has(n.opType ?? '') || (n.domain ?? '') !== '') return true;
-      return (n.output ?? []).some((o) => o && (idx.graphOutputs.has(o) || idx.consumersOf(o).length > 0));
-    });
-    if (graph.node.length === before) break;
-  }
-  const idx = new GraphIndex(graph, loaded.path);
-  const used = (name: string): boolean => idx.consumersOf(name).length > 0 || idx.graphOutputs.has(name);
-  const removed = new Set<string>();
-  graph.initializer = (graph.initializer ?? []).filter((t) => {
-    const keep = Boolean(t.name) && used(t.name!);
-    if (!keep && t.name) removed.add(t.name);
-    return keep;
-  });
-  // Old-style models also list initializers as graph inputs: drop those listings with them.
-  graph.input = (graph.input ?? []).filter((i) => !i.name || !removed.has(i.name));
-  if (graph.valueInfo?.length) {
-    const produced = new Set<string>();
-    for (const n of graph.node ?? []) for (const o of n.output ?? []) if (o) produced.add(o);
-    graph.valueInfo = graph.valueInfo.filter((v) => v.name && produced.has(v.name));
-  }
-}
 
 /** `*` any run, `?` one character; the whole name must match. */
 export function globToRegExp(glob: string): RegExp {

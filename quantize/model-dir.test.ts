@@ -6,9 +6,9 @@ import { OutputConfigSchema } from '../checkpoint/config.js';
 import { tinyModelDir } from '../fixtures/test-support.js';
 import { DECODER_GRAPHS, quantizeModelDir, QUANTIZE_DEFAULTS } from './model-dir.js';
 import {
-  DataType, OnnxProto, attrInt, dimsOf, encodeModel, loadModel, readTensorBytesSync, tensorBytes,
+  DataType, onnx as OnnxProto, readIntAttribute, dimsOf, encodeModel, loadModel, readTensorBytesSync, tensorBytes,
   type LoadedModel, type NodeProto,
-} from '../common/onnx-model.js';
+} from '../common/onnx/index.js';
 import { rtnDequantize, type RtnParams } from './rtn.js';
 import { randomFloats, removeTempDirs, tempDir } from './test-graphs.js';
 import { transformGraphs } from './transform.js';
@@ -164,10 +164,10 @@ describe('quantize on the tiny fixture export', () => {
     const nodes = q.model.graph!.node!.filter((n) => n.opType === 'MatMulNBits');
     expect(nodes.length).toBe(13);
     for (const n of nodes) {
-      const K = attrInt(n, 'K', 0);
-      const N = attrInt(n, 'N', 0);
-      const p: RtnParams = { bits: 4, blockSize: attrInt(n, 'block_size', 0) as number, symmetric: false };
-      expect([attrInt(n, 'bits', 0), p.blockSize, attrInt(n, 'accuracy_level', 0)]).toEqual([4, 64, 4]);
+      const K = readIntAttribute(n, 'K', 0);
+      const N = readIntAttribute(n, 'N', 0);
+      const p: RtnParams = { bits: 4, blockSize: readIntAttribute(n, 'block_size', 0) as number, symmetric: false };
+      expect([readIntAttribute(n, 'bits', 0), p.blockSize, readIntAttribute(n, 'accuracy_level', 0)]).toEqual([4, 64, 4]);
       const init = (name: string) => q.model.graph!.initializer!.find((t) => t.name === name)!;
       const sc = readTensorBytesSync(init(n.input![2]), q.path);
       const qt = {
@@ -186,7 +186,7 @@ describe('quantize on the tiny fixture export', () => {
         const fw = f.model.graph!.initializer!.find((t) => t.name === fn.input![1])!;
         const raw = readTensorBytesSync(fw, f.path);
         const w32 = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
-        const transB = fn.opType === 'Gemm' && attrInt(fn, 'transB', 0) === 1;
+        const transB = fn.opType === 'Gemm' && readIntAttribute(fn, 'transB', 0) === 1;
         const d = dimsOf(fw);
         const n1 = transB ? d[0] : d[1];
         expect(transB ? d[1] : d[0]).toBe(K);
@@ -331,7 +331,7 @@ describe('quantize on the tiny fixture export', () => {
       packedNodes += 1;
       const members = split.output!.map((o) => plainByOutput.get(o)!);
       expect(members.every((m) => m.opType === 'MatMulNBits')).toBe(true);
-      expect(attrInt(n, 'N', 0)).toBe(members.reduce((s, m) => s + attrInt(m, 'N', 0), 0));
+      expect(readIntAttribute(n, 'N', 0)).toBe(members.reduce((s, m) => s + readIntAttribute(m, 'N', 0), 0));
       for (const i of [1, 2, 3]) {
         expect(bytesOf(packedModel, n.input![i]).equals(Buffer.concat(members.map((m) => bytesOf(plainModel, m.input![i]))))).toBe(true);
       }

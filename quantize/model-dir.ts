@@ -6,8 +6,8 @@ import { StagedFiles } from '../common/staging.js';
 import { UserError, fsError } from '../common/errors.js';
 import type { Progress } from '../common/progress.js';
 import { OutputConfigSchema, describeZodError } from '../checkpoint/config.js';
-import { smoothForQuantize, type AwqOptions } from '../calibrate/awq.js';
-import type { SmoothReport } from '../calibrate/smooth.js';
+import { smoothForQuantize, type AwqOptions } from './awq.js';
+import type { SmoothReport } from './smooth.js';
 import { transformGraphs, type TransformReport } from './transform.js';
 
 /**

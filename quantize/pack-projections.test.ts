@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { attrInt, loadModel, readTensorBytesSync, type LoadedModel } from '../common/onnx-model.js';
+import { readIntAttribute, loadModel, readTensorBytesSync, type LoadedModel } from '../common/onnx/index.js';
 import type { NBitsOptions } from './matmul-nbits.js';
 import { packName } from './pack-projections.js';
 import { transformGraphs } from './transform.js';
@@ -68,7 +68,7 @@ describe('packing sibling MatMulNBits', () => {
     const nodes = packed.model.graph!.node!;
     const nbits = nodes.filter((n) => n.opType === 'MatMulNBits');
     // a: q, k, v, q2 -> one node of N = 48+32+32+48; b: gate alone (its sibling has a bias) + up.
-    expect(nbits.map((n) => [n.name, attrInt(n, 'N', 0)])).toEqual([
+    expect(nbits.map((n) => [n.name, readIntAttribute(n, 'N', 0)])).toEqual([
       ['/attn/q_proj+k_proj+v_proj+q_again/MatMul_Q4', 160], ['/mlp/gate/MatMul_Q4', 40], ['/mlp/up/Gemm_Q4', 40],
     ]);
     const split = nodes.find((n) => n.opType === 'Split')!;

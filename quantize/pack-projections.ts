@@ -1,9 +1,8 @@
-import { GraphIndex } from './graph-index.js';
-import { usedNodeNames, uniqueName } from './fuse-rmsnorm.js';
 import type { GeneratedTensor } from './matmul-nbits.js';
 import {
-  DataType, attrInt, dimsOf, intAttr, type LoadedModel, type NodeProto, type TensorProto,
-} from '../common/onnx-model.js';
+  DataType, GraphIndex, dimsOf, makeIntAttribute, readIntAttribute, uniqueName, usedNodeNames,
+  type LoadedModel, type Node, type Tensor,
+} from '../common/onnx/index.js';
 
 /**
  * Packs sibling MatMulNBits nodes (same activation input, same K / bits / block_size /
@@ -30,81 +29,90 @@ export interface PackReport {
   packed: { node: string; from: string[] }[];
 }
 
-interface Member { node: NodeProto; N: number; B: string; scales: string; zeroPoints?: string }
+/** One generated input of a member: its name, its initializer and how its bytes are made. */
+interface Part { name: string; tensor: Tensor; gen: GeneratedTensor }
+interface Member { node: Node; N: number; B: Part; scales: Part; zeroPoints?: Part }
 
 export function packSiblingMatMulNBits(loaded: LoadedModel, generated: Map<string, GeneratedTensor>): PackReport {
-  const graph = loaded.model.graph!;
+  const graph = loaded.graph;
   const idx = new GraphIndex(graph, loaded.path);
   const groups = new Map<string, Member[]>();
-  for (const node of graph.node ?? []) {
-    const m = member(node, generated);
+  for (const node of graph.node) {
+    const m = member(node, idx, generated);
     if (!m) continue;
-    const key = [node.input![0], attrInt(node, 'K', 0), attrInt(node, 'bits', 0), attrInt(node, 'block_size', 0),
-      attrInt(node, 'accuracy_level', 0), m.zeroPoints ? 'zp' : 'sym'].join('|');
+    const key = [node.input[0], readIntAttribute(node, 'K', 0), readIntAttribute(node, 'bits', 0), readIntAttribute(node, 'block_size', 0),
+      readIntAttribute(node, 'accuracy_level', 0), m.zeroPoints ? 'zp' : 'sym'].join('|');
     const list = groups.get(key);
     if (list) list.push(m); else groups.set(key, [m]);
   }
 
   const report: PackReport = { packed: [] };
-  const nodeNames = usedNodeNames(graph.node ?? []);
+  const nodeNames = usedNodeNames(graph.node);
   const valueNames = new Set<string>([...idx.initializers.keys(), ...idx.producer.keys()]);
-  const newInits: TensorProto[] = [];
+  const newInits: Tensor[] = [];
   /** First member node -> the nodes that take its place; other members -> removed. */
-  const replacement = new Map<NodeProto, NodeProto[]>();
+  const replacement = new Map<Node, Node[]>();
   for (const members of groups.values()) {
     if (members.length < 2) continue;
     const first = members[0].node;
     const totalN = members.reduce((s, m) => s + m.N, 0);
-    const declare = (part: 'B' | 'scales' | 'zeroPoints', names: string[]): string => {
-      const name = uniqueName(valueNames, packName(names));
-      const proto = idx.initializers.get(names[0])!;
-      const dims = dimsOf(proto);
-      newInits.push({ name, dataType: proto.dataType ?? DataType.UINT8, dims: [totalN, ...dims.slice(1)] });
-      generated.set(name, { tasks: names.flatMap((n) => generated.get(n)!.tasks), part });
+    const declare = (part: 'B' | 'scales' | 'zeroPoints', parts: Part[]): string => {
+      const name = uniqueName(valueNames, packName(parts.map((p) => p.name)));
+      const first = parts[0].tensor;
+      newInits.push({ name, dataType: first.dataType, dims: [totalN, ...dimsOf(first).slice(1)] });
+      generated.set(name, { tasks: parts.flatMap((p) => p.gen.tasks), part });
       return name;
     };
     const B = declare('B', members.map((m) => m.B));
     const scales = declare('scales', members.map((m) => m.scales));
-    const zp = members[0].zeroPoints ? declare('zeroPoints', members.map((m) => m.zeroPoints!)) : undefined;
-    const nodeName = uniqueName(nodeNames, packName(members.map((m) => m.node.name ?? '')));
+    const zeroPoints = members.flatMap((m) => (m.zeroPoints ? [m.zeroPoints] : []));
+    const zp = zeroPoints.length === members.length ? declare('zeroPoints', zeroPoints) : undefined;
+    const nodeName = uniqueName(nodeNames, packName(members.map((m) => m.node.name)));
     const packedOut = uniqueName(valueNames, `${nodeName}/output_0`);
     const splitSizes = uniqueName(valueNames, `${nodeName}/split_sizes`);
     newInits.push({
       name: splitSizes, dataType: DataType.INT64, dims: [members.length],
       rawData: new Uint8Array(new BigInt64Array(members.map((m) => BigInt(m.N))).buffer),
     });
-    const matmul: NodeProto = {
+    const matmul: Node = {
       name: nodeName, opType: 'MatMulNBits', domain: 'com.microsoft',
-      input: [first.input![0], B, scales, ...(zp ? [zp] : [])],
+      input: [first.input[0], B, scales, ...(zp ? [zp] : [])],
       output: [packedOut],
-      attribute: [intAttr('K', attrInt(first, 'K', 0)), intAttr('N', totalN),
-        ...(first.attribute ?? []).filter((a) => a.name !== 'K' && a.name !== 'N')],
+      attribute: [makeIntAttribute('K', readIntAttribute(first, 'K', 0)), makeIntAttribute('N', totalN),
+        ...first.attribute.filter((a) => a.name !== 'K' && a.name !== 'N')],
     };
-    const split: NodeProto = {
+    const split: Node = {
       name: uniqueName(nodeNames, `${nodeName}/Split`), opType: 'Split', domain: '',
-      input: [packedOut, splitSizes], output: members.map((m) => m.node.output![0]), attribute: [intAttr('axis', -1)],
+      input: [packedOut, splitSizes], output: members.map((m) => m.node.output[0]), attribute: [makeIntAttribute('axis', -1)],
     };
     replacement.set(first, [matmul, split]);
     for (const m of members.slice(1)) replacement.set(m.node, []);
-    report.packed.push({ node: nodeName, from: members.map((m) => m.node.name ?? '') });
+    report.packed.push({ node: nodeName, from: members.map((m) => m.node.name) });
   }
   if (replacement.size === 0) return report;
   // The packed node sits where the first member was: every member reads the same input, which
   // is produced before it, and every consumer of a member's output comes after that member.
-  graph.node = (graph.node ?? []).flatMap((n) => replacement.get(n) ?? [n]);
-  graph.initializer = [...(graph.initializer ?? []), ...newInits];
+  graph.node = graph.node.flatMap((n) => replacement.get(n) ?? [n]);
+  graph.initializer = [...graph.initializer, ...newInits];
   return report;
 }
 
 /** A MatMulNBits this pass may pack: its B, scales and zero points are all generated here. */
-function member(node: NodeProto, generated: Map<string, GeneratedTensor>): Member | undefined {
+function member(node: Node, idx: GraphIndex, generated: Map<string, GeneratedTensor>): Member | undefined {
   if (node.opType !== 'MatMulNBits' || node.domain !== 'com.microsoft') return undefined;
-  const inputs = node.input ?? [];
-  if (inputs.length < 3 || inputs.length > 4 || (node.output ?? []).length !== 1) return undefined;
-  const [, B, scales, zeroPoints] = inputs;
-  if (!generated.has(B) || !generated.has(scales)) return undefined;
-  if (zeroPoints && !generated.has(zeroPoints)) return undefined;
-  return { node, N: attrInt(node, 'N', 0), B, scales, zeroPoints: zeroPoints || undefined };
+  const inputs = node.input;
+  if (inputs.length < 3 || inputs.length > 4 || node.output.length !== 1) return undefined;
+  const part = (name: string): Part | undefined => {
+    const tensor = idx.initializers.get(name);
+    const gen = generated.get(name);
+    return tensor && gen ? { name, tensor, gen } : undefined;
+  };
+  const [, bName, scalesName, zpName] = inputs;
+  const B = part(bName);
+  const scales = part(scalesName);
+  const zeroPoints = zpName ? part(zpName) : undefined;
+  if (!B || !scales || (zpName && !zeroPoints)) return undefined;
+  return { node, N: readIntAttribute(node, 'N', 0), B, scales, ...(zeroPoints ? { zeroPoints } : {}) };
 }
 
 /**

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { Prng } from '../common/prng.js';
-import { AttrType, DataType, OnnxProto, encodeModel, type AttributeProto, type ModelProto, type NodeProto, type TensorProto } from '../common/onnx-model.js';
+import { AttrType, DataType, onnx as OnnxProto, encodeModel, type AttributeProto, type ModelProto, type NodeProto, type TensorProto } from '../common/onnx/index.js';
 
 /**
  * Small hand-built ONNX graphs for tests: built with onnx-proto directly, saved with their

@@ -1,19 +1,20 @@
-import { basename, dirname, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { withAtomicWriters } from '../common/atomic.js';
 import { UserError } from '../common/errors.js';
 import { silentProgress, type Progress } from '../common/progress.js';
 import { fuseRmsNorm, type FuseReport } from './fuse-rmsnorm.js';
 import {
-  TaskRegistry, pruneGraph, quantizeMatMuls,
+  TaskRegistry, quantizeMatMuls,
   type GeneratedTensor, type NBitsOptions, type NBitsReport, type WeightTask,
 } from './matmul-nbits.js';
 import {
-  checkExternalRanges, dimsOf, encodeModel, isExternal, loadModel, tensorBytes, type LoadedModel,
-} from '../common/onnx-model.js';
+  ExternalDataWriter, checkExternalRanges, dimsOf, encodeModel, isExternal, loadModel, markExternal, pruneGraph, tensorBytes,
+  type LoadedModel, type Placement,
+} from '../common/onnx/index.js';
 import { packSiblingMatMulNBits, type PackReport } from './pack-projections.js';
 import { quantizeWeight } from './quantize-weight.js';
 import type { RtnOutput } from './rtn.js';
-import { DedupDataFile, setExternal, type DataFileStats } from './weights-file.js';
+import { DedupDataFile, type DataFileStats } from './weights-file.js';
 import { RtnWorkerPool } from './worker-pool.js';
 
 /**
@@ -70,7 +71,6 @@ const LOOKAHEAD = 2;
 export async function transformGraphs(opts: TransformOptions): Promise<TransformReport> {
   const progress = opts.progress ?? silentProgress;
   const dataFile = resolve(opts.dataFile);
-  const location = basename(dataFile);
   for (const g of opts.graphs) {
     if (dirname(resolve(g.dst)) !== dirname(dataFile)) throw new UserError(`${g.dst}: output graph must sit beside its data file ${dataFile}`);
     if (resolve(g.src) === resolve(g.dst)) throw new UserError(`${g.dst}: output would overwrite its input`);
@@ -80,7 +80,7 @@ export async function transformGraphs(opts: TransformOptions): Promise<Transform
   for (const g of opts.graphs) {
     const m = await loadModel(g.src);
     await checkExternalRanges(m);
-    for (const t of m.model.graph?.initializer ?? []) {
+    for (const t of m.graph.initializer) {
       const src = tensorBytes(t, m.path);
       if (src.kind === 'external' && src.file === dataFile) throw new UserError(`${g.src}: reads ${dataFile}, which this run would overwrite`);
     }
@@ -100,7 +100,7 @@ export async function transformGraphs(opts: TransformOptions): Promise<Transform
       quantization = r.report;
       if (opts.pack) packing = packSiblingMatMulNBits(m, r.generated);
     }
-    pruneGraph(m);
+    pruneGraph(m.graph);
     reports.push({ src: m.path, dst: resolve(opts.graphs[i].dst), fusion, quantization, ...(packing ? { packing } : {}) });
   });
 
@@ -114,8 +114,8 @@ export async function transformGraphs(opts: TransformOptions): Promise<Transform
   const order: WeightTask[] = [];
   const seen = new Set<WeightTask>();
   for (const m of loaded) {
-    for (const t of m.model.graph?.initializer ?? []) {
-      const g = generated.get(m)?.get(t.name ?? '');
+    for (const t of m.graph.initializer) {
+      const g = generated.get(m)?.get(t.name);
       for (const task of g?.tasks ?? []) if (!seen.has(task)) { seen.add(task); order.push(task); }
     }
   }
@@ -123,11 +123,12 @@ export async function transformGraphs(opts: TransformOptions): Promise<Transform
   const pool = order.length > 0 ? new RtnWorkerPool(opts.threads) : null;
   try {
     const stats = await withAtomicWriters(async (openWriter) => {
-      const data = new DedupDataFile(await openWriter(dataFile));
+      const data = new DedupDataFile(new ExternalDataWriter(await openWriter(dataFile)));
       const computing = new Map<WeightTask, Promise<RtnOutput>>();
-      const written = new Map<string, { offset: number; length: number }>();
+      const written = new Map<string, Placement>();
       const start = (task: WeightTask): void => {
-        const p = quantizeWeight(pool!, task, opts.quantize!);
+        if (!pool || !opts.quantize) throw new Error(`quantising ${task.weightName} without a worker pool or options`);
+        const p = quantizeWeight(pool, task, opts.quantize);
         p.catch(() => undefined); // surfaced when awaited
         computing.set(task, p);
       };
@@ -140,26 +141,26 @@ export async function transformGraphs(opts: TransformOptions): Promise<Transform
       if (order.length > 0) startUpTo(0);
       for (const [gi, m] of loaded.entries()) {
         const gen = generated.get(m);
-        for (const t of m.model.graph?.initializer ?? []) {
-          const g = gen?.get(t.name ?? '');
+        for (const t of m.graph.initializer) {
+          const g = gen?.get(t.name);
           const dims = dimsOf(t);
           if (g) {
             const partKey = `${g.tasks.map((k) => k.key).join('+')}|${g.part}`;
             let placement = written.get(partKey);
             if (placement) data.countReuse(placement);
             else {
-              placement = await data.addBytes(t.dataType ?? 0, dims, await partBytes(computing, g, startUpTo, start, order));
+              placement = await data.addBytes(t.dataType, dims, await partBytes(computing, g, startUpTo, start, order));
               written.set(partKey, placement);
-              if (lastPart(g, opts.quantize!)) {
+              if (lastPart(g, opts.quantize?.symmetric ?? false)) {
                 for (const task of g.tasks) { computing.delete(task); finished.add(task); }
                 progress.update('quantizing', finished.size, order.length);
               }
             }
-            setExternal(t, location, placement);
+            markExternal(t, data.location, placement);
           } else if (isExternal(t)) {
             const src = tensorBytes(t, m.path);
             if (src.kind !== 'external') continue;
-            setExternal(t, location, await data.addFileRange(t.dataType ?? 0, dims, src.file, src.offset, src.length));
+            markExternal(t, data.location, await data.addFileRange(t.dataType, dims, src.file, src.offset, src.length));
           }
         }
         const w = await openWriter(resolve(opts.graphs[gi].dst));
@@ -187,8 +188,9 @@ async function partBytes(
   for (const task of g.tasks) {
     // A weight whose other parts were already written (and its output freed) is quantised again.
     if (!computing.has(task)) start(task);
-    const out = await computing.get(task)!;
-    const arr = g.part === 'B' ? out.B : g.part === 'scales' ? out.scales : out.zeroPoints!;
+    const out = await computing.get(task);
+    const arr = out && (g.part === 'B' ? out.B : g.part === 'scales' ? out.scales : out.zeroPoints);
+    if (!arr) throw new Error(`${task.weightName}: no ${g.part} computed`);
     parts.push(new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength));
   }
   if (parts.length === 1) return parts[0];
@@ -198,6 +200,7 @@ async function partBytes(
   return joined;
 }
 
-function lastPart(g: GeneratedTensor, p: NBitsOptions): boolean {
-  return p.symmetric ? g.part === 'scales' : g.part === 'zeroPoints';
+/** True for the last part written of a weight (its zero points, or its scales when symmetric). */
+function lastPart(g: GeneratedTensor, symmetric: boolean): boolean {
+  return symmetric ? g.part === 'scales' : g.part === 'zeroPoints';
 }

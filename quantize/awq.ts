@@ -3,9 +3,9 @@ import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { trackTemp } from '../common/cleanup.js';
 import type { Progress } from '../common/progress.js';
-import { validateAlpha } from './scales.js';
+import { validateAlpha } from './awq-scales.js';
 import { writeSmoothedGraphs, type SmoothReport } from './smooth.js';
-import { readStatsForModel } from './stats-file.js';
+import { readStatsForModel } from '../calibrate/stats-file.js';
 
 /**
  * The `quantize --awq` hook: smoothed float copies of the decoder graphs, written as hidden

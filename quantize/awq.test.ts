@@ -5,12 +5,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256File } from '../common/hash.js';
 import { EMBED_TOKENS, LM_HEAD } from '../graph-builder/decoder.js';
 import { QUANTIZE_DEFAULTS, quantizeModelDir } from '../quantize/model-dir.js';
-import { loadModel } from '../common/onnx-model.js';
+import { loadModel } from '../common/onnx/index.js';
 import { EmbeddingTable } from '../runtime/session.js';
-import { readStatsForModel } from './stats-file.js';
-import { calibrateModelDir } from './calibrate.js';
-import { audioEvalCases, compareLogits, type EvalCase, type LogitError } from './logit-error.js';
-import { copyModelDir, tinyExportedModelDir } from './test-support.js';
+import { readStatsForModel } from '../calibrate/stats-file.js';
+import { calibrateModelDir } from '../calibrate/calibrate.js';
+import { audioEvalCases, compareLogits, type EvalCase, type LogitError } from '../investigation/logit-error.js';
+import { copyModelDir, tinyExportedModelDir } from '../calibrate/test-support.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const AUDIO = resolve(HERE, '../../shared/audio');

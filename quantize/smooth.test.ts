@@ -5,11 +5,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Prng } from '../common/prng.js';
 import { sha256File } from '../common/hash.js';
 import { EMBED_TOKENS, LM_HEAD } from '../graph-builder/decoder.js';
-import { fuseRmsNorm } from '../quantize/fuse-rmsnorm.js';
-import { loadModel, tensorBytes } from '../common/onnx-model.js';
+import { fuseRmsNorm } from './fuse-rmsnorm.js';
+import { loadModel, tensorBytes } from '../common/onnx/index.js';
 import { writeSmoothedGraphs } from './smooth.js';
 import { findSmoothingGroups } from './smoothing-groups.js';
-import { copyModelDir, tinyExportedModelDir } from './test-support.js';
+import { copyModelDir, tinyExportedModelDir } from '../calibrate/test-support.js';
 
 // Tiny fixture: hidden 96, 3 layers, 4 query heads / 2 kv heads of 32.
 const H = 96;

@@ -1,7 +1,8 @@
+import { constantValues } from './tensor-data.js';
 import {
-  AttrType, DataType, attr, constantValues, dimsOf, toNumber,
-  type GraphProto, type NodeProto, type TensorProto,
-} from '../common/onnx-model.js';
+  AttrType, DataType, dimsOf, readAttribute, toNumber,
+  type Graph, type GraphProto, type Node, type NodeProto, type Tensor, type TensorProto,
+} from './proto.js';
 
 /**
  * A read-only index over one graph for pattern matching: who produces a value, who consumes it,
@@ -9,34 +10,34 @@ import {
  * Rebuild it after changing the graph.
  */
 export class GraphIndex {
-  readonly producer = new Map<string, NodeProto>();
-  readonly consumers = new Map<string, NodeProto[]>();
-  readonly initializers = new Map<string, TensorProto>();
+  readonly producer = new Map<string, Node>();
+  readonly consumers = new Map<string, Node[]>();
+  readonly initializers = new Map<string, Tensor>();
   readonly graphOutputs = new Set<string>();
   /** Element types known from inputs, value_info, initializers and simple propagation. */
   readonly elemType = new Map<string, number>();
   /** Static shapes (dims as numbers, -1 for symbolic) from graph inputs/outputs/value_info. */
   readonly shapes = new Map<string, number[]>();
-  private readonly nodeOrder = new Map<NodeProto, number>();
+  private readonly nodeOrder = new Map<Node, number>();
 
-  constructor(readonly graph: GraphProto, readonly modelPath: string) {
-    for (const t of graph.initializer ?? []) {
+  constructor(readonly graph: Graph, readonly modelPath: string) {
+    for (const t of graph.initializer) {
       if (!t.name) continue;
       this.initializers.set(t.name, t);
       this.elemType.set(t.name, t.dataType ?? 0);
       this.shapes.set(t.name, dimsOf(t));
     }
-    for (const o of graph.output ?? []) if (o.name) this.graphOutputs.add(o.name);
-    for (const v of [...(graph.input ?? []), ...(graph.valueInfo ?? []), ...(graph.output ?? [])]) {
+    for (const o of graph.output) if (o.name) this.graphOutputs.add(o.name);
+    for (const v of [...graph.input, ...graph.valueInfo, ...graph.output]) {
       const tt = v.type?.tensorType;
       if (!v.name || !tt) continue;
       if (tt.elemType) this.elemType.set(v.name, tt.elemType);
       if (tt.shape) this.shapes.set(v.name, (tt.shape.dim ?? []).map((d) => (d.dimValue !== null && d.dimValue !== undefined && !d.dimParam ? toNumber(d.dimValue) : -1)));
     }
-    (graph.node ?? []).forEach((node, i) => {
+    graph.node.forEach((node, i) => {
       this.nodeOrder.set(node, i);
-      for (const out of node.output ?? []) if (out) this.producer.set(out, node);
-      for (const inp of node.input ?? []) {
+      for (const out of node.output) if (out) this.producer.set(out, node);
+      for (const inp of node.input) {
         if (!inp) continue;
         const list = this.consumers.get(inp);
         if (list) { if (!list.includes(node)) list.push(node); } else this.consumers.set(inp, [node]);
@@ -50,18 +51,18 @@ export class GraphIndex {
     });
   }
 
-  consumersOf(name: string): NodeProto[] {
+  consumersOf(name: string): Node[] {
     return this.consumers.get(name) ?? [];
   }
 
   /** The only consumer of `name`, when it has exactly one and is not a graph output. */
-  soleConsumer(name: string): NodeProto | undefined {
+  soleConsumer(name: string): Node | undefined {
     if (this.graphOutputs.has(name)) return undefined;
     const c = this.consumersOf(name);
     return c.length === 1 ? c[0] : undefined;
   }
 
-  indexOf(node: NodeProto): number {
+  indexOf(node: Node): number {
     return this.nodeOrder.get(node) ?? -1;
   }
 
@@ -70,16 +71,16 @@ export class GraphIndex {
     const init = this.initializers.get(name);
     if (init) return init;
     const p = this.producer.get(name);
-    if (p && p.opType === 'Constant' && (p.domain ?? '') === '') {
-      const value = attr(p, 'value');
+    if (p && p.opType === 'Constant' && p.domain === '') {
+      const value = readAttribute(p, 'value');
       if (value?.t) return value.t;
-      const vf = attr(p, 'value_float');
+      const vf = readAttribute(p, 'value_float');
       if (vf) return { dataType: DataType.FLOAT, dims: [], floatData: [vf.f ?? 0] };
-      const vi = attr(p, 'value_int');
+      const vi = readAttribute(p, 'value_int');
       if (vi) return { dataType: DataType.INT64, dims: [], int64Data: [vi.i ?? 0] };
-      const vfs = attr(p, 'value_floats');
+      const vfs = readAttribute(p, 'value_floats');
       if (vfs) return { dataType: DataType.FLOAT, dims: [(vfs.floats ?? []).length], floatData: vfs.floats ?? [] };
-      const vis = attr(p, 'value_ints');
+      const vis = readAttribute(p, 'value_ints');
       if (vis) return { dataType: DataType.INT64, dims: [(vis.ints ?? []).length], int64Data: vis.ints ?? [] };
     }
     return undefined;
@@ -104,7 +105,7 @@ export class GraphIndex {
 }
 
 /** Names a node's subgraphs read from the enclosing scope (their free variables, roughly). */
-function subgraphInputs(node: NodeProto): string[] {
+export function subgraphInputs(node: NodeProto): string[] {
   const names: string[] = [];
   for (const a of node.attribute ?? []) {
     const graphs = a.type === AttrType.GRAPH && a.g ? [a.g] : a.type === AttrType.GRAPHS ? (a.graphs ?? []) : [];
@@ -133,21 +134,36 @@ const SAME_AS_FIRST_INPUT = new Set([
 const INT64_OUTPUT = new Set(['Shape', 'Size', 'ArgMax', 'ArgMin', 'NonZero']);
 const BOOL_OUTPUT = new Set(['Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual', 'And', 'Or', 'Not', 'Xor', 'IsNaN', 'IsInf']);
 
-function inferElemType(node: NodeProto, types: Map<string, number>): void {
+function inferElemType(node: Node, types: Map<string, number>): void {
   const out = node.output?.[0];
   if (!out || types.has(out)) return;
   const op = node.opType ?? '';
   let t: number | undefined;
-  if (op === 'Cast') t = toNumber(attr(node, 'to')?.i);
+  if (op === 'Cast') t = toNumber(readAttribute(node, 'to')?.i);
   else if (op === 'Constant') {
     const a = (node.attribute ?? [])[0];
     if (a?.t) t = a.t.dataType ?? undefined;
     else if (a?.name === 'value_float' || a?.name === 'value_floats') t = DataType.FLOAT;
     else if (a?.name === 'value_int' || a?.name === 'value_ints') t = DataType.INT64;
-  } else if (op === 'ConstantOfShape') t = attr(node, 'value')?.t?.dataType ?? DataType.FLOAT;
+  } else if (op === 'ConstantOfShape') t = readAttribute(node, 'value')?.t?.dataType ?? DataType.FLOAT;
   else if (INT64_OUTPUT.has(op)) t = DataType.INT64;
   else if (BOOL_OUTPUT.has(op)) t = DataType.BOOL;
   else if (op === 'Where') t = types.get(node.input?.[1] ?? '');
   else if (SAME_AS_FIRST_INPUT.has(op)) t = types.get(node.input?.[0] ?? '');
   if (t) types.set(out, t);
+}
+
+/** The names the nodes of a graph already use. */
+export function usedNodeNames(nodes: readonly NodeProto[]): Set<string> {
+  const s = new Set<string>();
+  for (const n of nodes) if (n.name) s.add(n.name);
+  return s;
+}
+
+/** `base`, or `base_1`, `base_2`... : the first not in `used` (which it joins). */
+export function uniqueName(used: Set<string>, base: string): string {
+  let name = base;
+  for (let i = 1; used.has(name); i++) name = `${base}_${i}`;
+  used.add(name);
+  return name;
 }

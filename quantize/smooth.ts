@@ -1,17 +1,13 @@
-import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
-import { basename, dirname, resolve } from 'node:path';
-import { AtomicFileWriter, writeFileAtomic } from '../common/atomic.js';
-import { UserError, fsError } from '../common/errors.js';
+import { dirname, resolve } from 'node:path';
+import { UserError } from '../common/errors.js';
 import { silentProgress, type Progress } from '../common/progress.js';
 import { EMBED_TOKENS, LM_HEAD } from '../graph-builder/decoder.js';
-import { GraphIndex } from '../quantize/graph-index.js';
 import {
-  DataType, dimsOf, encodeModel, loadModel, tensorBytes,
-  type LoadedModel, type TensorBytes, type TensorProto,
-} from '../common/onnx-model.js';
-import { setExternal } from '../quantize/weights-file.js';
-import { smoothingScales } from './scales.js';
+  DataType, ExternalDataWriter, GraphIndex, dimsOf, loadModel, markExternal, readFloat32s, removeUnusedInitializers,
+  saveModel, sourceId, tensorBytes, uniqueName, viewBytes,
+  type LoadedModel, type Placement, type Tensor, type TensorBytes,
+} from '../common/onnx/index.js';
+import { smoothingScales } from './awq-scales.js';
 import { findSmoothingGroups, type SmoothingGroup } from './smoothing-groups.js';
 
 /**
@@ -60,7 +56,6 @@ export interface SmoothReport {
 
 /** Rows per streamed slab are chosen to keep a slab near this size. */
 const SLAB_BYTES = 4 << 20;
-const ALIGN_LARGE = 4096;
 
 export async function writeSmoothedGraphs(opts: SmoothOptions): Promise<SmoothReport> {
   const progress = opts.progress ?? silentProgress;
@@ -77,67 +72,70 @@ export async function writeSmoothedGraphs(opts: SmoothOptions): Promise<SmoothRe
   for (const g of opts.graphs) loaded.push(await loadModel(g.src));
   const plan = planSmoothing(loaded, opts.meanAbs, opts.alpha);
 
-  const writer = await AtomicFileWriter.create(dataFile);
+  const data = await ExternalDataWriter.create(dataFile);
   try {
-    const placed = new Map<string, { offset: number; length: number }>();
-    const place = async (id: string, length: number, write: () => Promise<void>): Promise<{ offset: number; length: number }> => {
+    // A tensor both graphs rewrite the same way (same source bytes, same scales) is written once.
+    const placed = new Map<string, Placement>();
+    const place = async (id: string, length: number, write: () => Promise<void>): Promise<Placement> => {
       let p = placed.get(id);
       if (!p) {
-        await writer.align(length >= 64 * 1024 ? ALIGN_LARGE : 64);
-        const offset = writer.position;
+        const begun = await data.begin(length);
         await write();
-        if (writer.position - offset !== length) throw new Error(`smoothing ${id}: wrote ${writer.position - offset} bytes, expected ${length}`);
-        p = { offset, length };
+        p = data.end(begun, `smoothing ${id}`);
         placed.set(id, p);
       }
       return p;
     };
-    const location = basename(dataFile);
     let done = 0;
     for (const [gi, m] of loaded.entries()) {
-      const graph = m.model.graph!;
-      const inits = new Map((graph.initializer ?? []).map((t) => [t.name ?? '', t]));
+      const graph = m.graph;
+      const inits = new Map(graph.initializer.map((t) => [t.name, t]));
+      const initializer = (name: string): Tensor => {
+        const t = inits.get(name);
+        if (!t) throw new Error(`${m.path}: smoothing plan names initializer ${name}, which the graph lacks`);
+        return t;
+      };
       for (const g of plan.groups[gi]) {
-        const s = plan.scales.get(g.key)!;
-        const gamma = inits.get(g.key)!;
+        const s = plan.scales.get(g.key);
+        if (!s) throw new Error(`no smoothing scales for ${g.key}`);
+        const gamma = initializer(g.key);
         const src = tensorBytes(gamma, m.path);
         const p = await place(`norm|${sourceId(src)}|${g.key}`, 4 * g.channels, async () => {
-          const values = await readF32(src, 0, g.channels);
+          const values = await readFloat32s(src, 0, g.channels);
           for (let c = 0; c < g.channels; c++) values[c] = values[c] / s[c];
-          await writer.write(bytesOf(values));
+          await data.write(viewBytes(values));
         });
-        setExternal(gamma, location, p);
+        markExternal(gamma, data.location, p);
         for (const lin of g.linears) {
-          const w = inits.get(lin.weight)!;
+          const w = initializer(lin.weight);
           const target = plan.rename.get(lin.weight) ?? lin.weight;
           const wsrc = tensorBytes(w, m.path);
           const dims = dimsOf(w);
           const pw = await place(`linear|${sourceId(wsrc)}|${g.key}|${lin.layout}`, 4 * dims[0] * dims[1], async () => {
-            await scaleRows(wsrc, dims[0], dims[1], lin.layout, s, (chunk) => writer.write(chunk));
+            await scaleRows(wsrc, dims[0], dims[1], lin.layout, s, (chunk) => data.write(chunk));
           });
-          if (target === lin.weight) setExternal(w, location, pw);
+          if (target === lin.weight) markExternal(w, data.location, pw);
           else {
-            let copy = inits.get(target);
-            if (!copy) {
-              copy = { name: target, dataType: DataType.FLOAT, dims };
-              setExternal(copy, location, pw);
-              graph.initializer = [...(graph.initializer ?? []), copy];
+            if (!inits.has(target)) {
+              const copy = markExternal({ name: target, dataType: DataType.FLOAT, dims }, data.location, pw);
+              graph.initializer = [...graph.initializer, copy];
               inits.set(target, copy);
             }
-            lin.weightRef.node.input![lin.weightRef.input] = target;
+            lin.weightRef.node.input[lin.weightRef.input] = target;
           }
           done += 1;
           progress.update('smoothing', done, plan.linearCount);
         }
       }
-      dropUnread(m);
+      // The embedding in decoder_step is read by nothing once lm_head has its own copy.
+      removeUnusedInitializers(graph);
     }
-    await writer.commit();
+    await data.commit();
   } catch (err) {
-    await writer.abort();
+    await data.abort();
     throw err;
   }
-  for (const [gi, m] of loaded.entries()) await writeFileAtomic(resolve(opts.graphs[gi].dst), encodeModel(m.model));
+  for (const [gi, m] of loaded.entries()) await saveModel(resolve(opts.graphs[gi].dst), m.model);
   progress.finish();
 
   let scaleMin = Infinity;
@@ -197,7 +195,7 @@ export function planSmoothing(loaded: LoadedModel[], meanAbs: Readonly<Record<st
   }
   const tied = new Set<string>();
   for (const [gi, list] of groups.entries()) {
-    const idx = new GraphIndex(loaded[gi].model.graph!, loaded[gi].path);
+    const idx = new GraphIndex(loaded[gi].graph, loaded[gi].path);
     const readers = new Map<string, Set<unknown>>();
     for (const lin of list.flatMap((g) => g.linears)) {
       const set = readers.get(lin.weight) ?? new Set<unknown>();
@@ -209,64 +207,20 @@ export function planSmoothing(loaded: LoadedModel[], meanAbs: Readonly<Record<st
       if (idx.consumersOf(w).some((c) => !mine?.has(c))) tied.add(w);
     }
   }
-  const used = new Set(loaded.flatMap((m) => (m.model.graph?.initializer ?? []).map((t) => t.name ?? '')));
+  const used = new Set(loaded.flatMap((m) => m.graph.initializer.map((t) => t.name)));
   const rename = new Map<string, string>();
   for (const w of [...tied].sort()) {
-    let name = w === EMBED_TOKENS && !used.has(LM_HEAD) ? LM_HEAD : `${w}.awq_smoothed`;
-    for (let i = 1; used.has(name); i++) name = `${w}.awq_smoothed_${i}`;
+    // The tied embedding's copy becomes the lm_head weight the exporter would have written.
+    const name = w === EMBED_TOKENS && !used.has(LM_HEAD) ? LM_HEAD : uniqueName(used, `${w}.awq_smoothed`);
     used.add(name);
     rename.set(w, name);
   }
   return { groups, scales, rename, linearCount };
 }
 
-/** Removes initializers nothing reads any more (the embedding in decoder_step once lm_head has its own copy). */
-function dropUnread(m: LoadedModel): void {
-  const graph = m.model.graph!;
-  const idx = new GraphIndex(graph, m.path);
-  graph.initializer = (graph.initializer ?? []).filter((t: TensorProto) => {
-    const name = t.name ?? '';
-    return idx.consumersOf(name).length > 0 || idx.graphOutputs.has(name);
-  });
-}
 
-/** Identity of a tensor's bytes: its file range, or (inline) a hash of its content. */
-function sourceId(src: TensorBytes): string {
-  return src.kind === 'external'
-    ? `${src.file}|${src.offset}|${src.length}`
-    : `inline|${createHash('sha256').update(src.bytes).digest('hex')}`;
-}
 
-function bytesOf(a: Float32Array): Uint8Array {
-  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-}
 
-/** `count` float32 values starting at element `start` of a tensor. */
-async function readF32(src: TensorBytes, start: number, count: number): Promise<Float32Array> {
-  const out = new Float32Array(count);
-  const bytes = new Uint8Array(out.buffer);
-  if (src.kind === 'inline') {
-    bytes.set(src.bytes.subarray(4 * start, 4 * (start + count)));
-    return out;
-  }
-  let fh;
-  try {
-    fh = await open(src.file, 'r');
-  } catch (err) {
-    throw fsError('cannot read', src.file, err);
-  }
-  try {
-    let done = 0;
-    while (done < bytes.length) {
-      const { bytesRead } = await fh.read(bytes, done, bytes.length - done, src.offset + 4 * start + done);
-      if (bytesRead === 0) throw new UserError(`${src.file}: unexpected end of file`);
-      done += bytesRead;
-    }
-  } finally {
-    await fh.close();
-  }
-  return out;
-}
 
 /**
  * Streams a [rows, cols] float32 weight with its input channels scaled by s:
@@ -279,7 +233,7 @@ async function scaleRows(
   const perSlab = Math.max(1, Math.floor(SLAB_BYTES / (4 * cols)));
   for (let r0 = 0; r0 < rows; r0 += perSlab) {
     const n = Math.min(perSlab, rows - r0);
-    const slab = await readF32(src, r0 * cols, n * cols);
+    const slab = await readFloat32s(src, r0 * cols, n * cols);
     for (let r = 0; r < n; r++) {
       const base = r * cols;
       if (layout === 'KN') {
@@ -289,6 +243,6 @@ async function scaleRows(
         for (let c = 0; c < cols; c++) slab[base + c] *= s[c];
       }
     }
-    await sink(bytesOf(slab));
+    await sink(viewBytes(slab));
   }
 }

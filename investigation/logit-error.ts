@@ -3,7 +3,7 @@ import * as ort from 'onnxruntime-node';
 import { OutputConfigSchema, readJsonWith } from '../checkpoint/config.js';
 import { buildPrompt, type Prompt } from '../runtime/prompt.js';
 import { Tokenizer } from '../runtime/tokenizer.js';
-import { AudioEncoder } from './audio-features.js';
+import { AudioEncoder } from '../calibrate/audio-features.js';
 import type { EmbeddingTable } from '../runtime/session.js';
 
 /**
