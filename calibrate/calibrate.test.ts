@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, readTensorBytesSync, tensorBytes, readRangeSync } from '../common/onnx-model.js';
+import { loadModel, readTensorBytesSync, tensorBytes, readRangeSync } from '../common/onnx/index.js';
 import { buildPrompt } from '../runtime/prompt.js';
 import { Tokenizer } from '../runtime/tokenizer.js';
 import { AudioEncoder } from './audio-features.js';

@@ -15,7 +15,7 @@
  */
 import { Command } from 'commander';
 import * as ort from 'onnxruntime-node';
-import { AttrType, DataType, OnnxProto, type NodeProto, type TensorProto } from '../common/onnx-model.js';
+import { AttrType, DataType, onnx as OnnxProto, type NodeProto, type TensorProto } from '../common/onnx/index.js';
 import { Prng } from '../common/prng.js';
 import { median } from './stats.js';
 

@@ -1,6 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import { Prng } from '../common/prng.js';
-import { isExternal, loadModel, tensorBytes } from '../common/onnx-model.js';
+import { isExternal, loadModel, tensorBytes } from '../common/onnx/index.js';
 import { greedyDecode, runEncoder } from '../runtime/decode.js';
 import type { LogMel } from '../runtime/mel.js';
 import { buildPrompt } from '../runtime/prompt.js';
