@@ -23,6 +23,11 @@ registerCommands(program);
 async function main(): Promise<void> {
   // Temp files, staging folders and locks of this run are removed on Ctrl-C / SIGTERM.
   installInterruptCleanup(PREFIX);
+  // `qwen3-onnx ... | head`: a reader that stops early is not an error worth a stack trace.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
   try {
     const unknown = unknownOptionMessage(registerCommands, process.argv.slice(2));
     if (unknown) throw new UserError(`${unknown}${HINT}`, 1);

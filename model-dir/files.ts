@@ -14,6 +14,10 @@ import { UserError, fsError } from '../common/errors.js';
 export const GRAPHS = ['encoder', 'decoder_init', 'decoder_step'] as const;
 export type GraphName = (typeof GRAPHS)[number];
 
+/** The variants a model directory can hold: the float export and what `quantize --bits 4|8` adds. */
+export const VARIANTS = ['fp32', 'int4', 'int8'] as const;
+export type VariantName = (typeof VARIANTS)[number];
+
 export const CONFIG_FILE = 'config.json';
 export const EXPORT_RECORD = 'export-record.json';
 export const EMBED_TOKENS_BIN = 'embed_tokens.bin';

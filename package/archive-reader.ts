@@ -144,6 +144,8 @@ export async function readTarGz(
     raw.on('data', (c) => archiveHash.update(c as Buffer));
     // 1 MiB output chunks: the default 16 KiB makes the per-chunk JS work the bottleneck.
     const gunzip = raw.pipe(createGunzip({ chunkSize: 1 << 20 }));
+    // pipe() does not forward the source's errors: a missing file would be an unhandled 'error'.
+    raw.on('error', (err) => gunzip.destroy(err));
     for await (const chunk of gunzip) {
       const c = chunk as Buffer;
       pending = pending.length ? concat(pending, c) : new Uint8Array(c.buffer, c.byteOffset, c.byteLength);

@@ -14,7 +14,7 @@ import { EMBED_TOKENS_BIN, graphFileFor, settleModelDir } from '../model-dir/fil
 
 /** fp32 reads the unsuffixed files; any other variant `name.<variant>.onnx`, falling back to unsuffixed. */
 export type Variant = string;
-export const VARIANTS = ['fp32', 'int4'] as const;
+export { VARIANTS } from '../model-dir/files.js';
 
 export interface ModelFiles {
   encoder: string;
