@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import { parseCompressionLevel, type CompressionLevel } from '../package/archive-writer.js';
 import { resolve } from 'node:path';
-import { installInterruptCleanup } from '../common/cleanup.js';
 import { packageModel } from '../package/package-model.js';
 import { emitResult, intOption, progressFor, type CommonOptions } from './output.js';
 
@@ -21,7 +20,6 @@ export function register(program: Command): void {
     .option('--json', 'print the manifest as JSON')
     .option('--quiet', 'print nothing but errors')
     .action(async (opts: PackageCliOptions) => {
-      installInterruptCleanup(); // SIGINT / SIGTERM: staged files removed, or a started switch finished
       const result = await packageModel({
         modelDir: resolve(opts.modelDir), variant: opts.variant, outputDir: resolve(opts.output),
         level: opts.level, sizeLabel: opts.sizeLabel, progress: progressFor(opts),

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { installInterruptCleanup } from '../common/cleanup.js';
 import { publish } from '../package/publish.js';
 import { emitResult, progressFor, type CommonOptions } from './output.js';
 
@@ -20,7 +19,6 @@ export function register(program: Command): void {
     .option('--json', 'print the plan / result as JSON')
     .option('--quiet', 'print nothing but errors')
     .action(async (opts: PublishCliOptions) => {
-      installInterruptCleanup(); // removes the scratch folders of the archive checks on Ctrl-C
       const progress = progressFor(opts);
       progress.info(opts.dryRun ? `checking ${opts.dist}` : `publishing ${opts.dist} to ${opts.repo}`);
       const result = await publish({

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
-import { installInterruptCleanup } from '../common/cleanup.js';
 import { verifyArchive, type VerifyResult } from '../package/verify.js';
 import { emitResult, progressFor, type CommonOptions } from './output.js';
 
@@ -12,7 +11,6 @@ export function register(program: Command): void {
     .option('--json', 'print the results as JSON')
     .option('--quiet', 'print nothing but errors')
     .action(async (archives: string[], opts: CommonOptions) => {
-      installInterruptCleanup(); // removes the extraction scratch folder on Ctrl-C
       const results: VerifyResult[] = [];
       for (const a of archives) results.push(await verifyArchive(resolve(a), { depth: 'full', progress: progressFor(opts) }));
       emitResult(opts, results, () => results.map((r) =>

@@ -77,9 +77,10 @@ export function modelCard(manifests: PackageManifest[]): string {
       ' feed `decoder_step` one embedding row from `embed_tokens.bin` per token, handing `present_keys` /' +
       ' `present_values` back as `past_keys` / `past_values`, until `<|im_end|>` or `<|endoftext|>`.',
     '',
-    'Every archive is reproducible: the same checkpoint and options give byte-identical files;' +
-      ' `SHA256SUMS` and the `*.manifest.json` beside each archive list every checksum, and' +
-      ' `qwen3-onnx verify-package <archive>` checks them.',
+    'Every archive is reproducible: the same checkpoint and options give byte-identical files.' +
+      ' Each carries its own `manifest.json` (every file with its size and sha256), so a downloaded' +
+      ' archive proves itself; `SHA256SUMS` and the `*.manifest.json` beside each archive add the' +
+      " archive's own checksum; `qwen3-onnx verify-package <archive>` checks them all.",
     '',
   );
   return lines.join('\n');

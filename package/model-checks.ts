@@ -1,11 +1,9 @@
-import { copyFile, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { trackTemp } from '../common/cleanup.js';
 import { UserError, fsError } from '../common/errors.js';
 import { loadModel, toNumber, type LoadedModel } from '../common/onnx-model.js';
 import { OutputConfigSchema, parseJsonWith, type OutputConfig } from '../checkpoint/config.js';
-import { Tokenizer } from '../runtime/tokenizer.js';
+import { readSupportFiles } from '../checkpoint/support-files.js';
 import { graphFileFor } from './variant-files.js';
 
 /**
@@ -35,8 +33,6 @@ const NAMED_SPECIAL_TOKENS = {
   audio_pad_token_id: '<|audio_pad|>',
   asr_text_token_id: '<asr_text>',
 } as const;
-
-const TOKENIZER_FILES = ['tokenizer.json', 'vocab.json', 'merges.txt', 'tokenizer_config.json'];
 
 export async function checkModelContents(t: ModelCheckTarget): Promise<OutputConfig> {
   const configName = `${t.display}/config.json`;
@@ -122,61 +118,15 @@ async function checkGraphWidths(t: ModelCheckTarget, config: OutputConfig): Prom
 }
 
 /**
- * Parses the tokenizer the way the runtime loads it (tokenizer.json when present, else vocab.json +
- * merges.txt, with tokenizer_config.json's added tokens). When both forms are shipped, each is
- * checked: consumers differ in which one they read.
+ * The tokenizer files parse (every form shipped: vocab.json + merges.txt with tokenizer_config.json,
+ * tokenizer.json), stay inside the embedding table and hold the prompt's special tokens at the ids
+ * config.json names: the same checks export makes on a checkpoint (checkpoint/support-files.ts).
  */
 async function checkTokenizer(t: ModelCheckTarget, config: OutputConfig): Promise<void> {
-  const present = new Set<string>();
-  for (const f of TOKENIZER_FILES) if ((await sizeIn(t, f)) !== undefined) present.add(f);
-  const forms: { label: string; files: string[] }[] = [];
-  if (present.has('tokenizer.json')) forms.push({ label: 'tokenizer.json', files: ['tokenizer.json'] });
-  if (present.has('vocab.json') || present.has('merges.txt') || forms.length === 0) {
-    forms.push({ label: 'vocab.json / merges.txt', files: ['vocab.json', 'merges.txt'] });
-  }
-  for (const form of forms) {
-    const tokenizer = await loadTokenizerForm(t, form.files, present.has('tokenizer_config.json'));
-    checkSpecialTokens(tokenizer, config, t.display, form.label);
-  }
-}
-
-function displayed(err: unknown, t: ModelCheckTarget, from: string): never {
-  if (err instanceof UserError) throw new UserError(err.message.split(from).join(t.display));
-  throw err;
-}
-
-async function loadTokenizerForm(t: ModelCheckTarget, files: string[], withConfig: boolean): Promise<Tokenizer> {
-  // Tokenizer.load picks tokenizer.json whenever it exists, so the vocab.json + merges.txt form of
-  // a folder holding both is loaded from a private copy of just those files.
-  if (files.includes('tokenizer.json') || (await sizeIn(t, 'tokenizer.json')) === undefined) {
-    return Tokenizer.load(t.dir).catch((err: unknown) => displayed(err, t, t.dir));
-  }
-  const scratch = await mkdtemp(join(tmpdir(), `qwen3-onnx-tokenizer-${process.pid}-`));
-  const untrack = trackTemp(scratch);
-  try {
-    for (const f of [...files, ...(withConfig ? ['tokenizer_config.json'] : [])]) {
-      await copyFile(join(t.dir, f), join(scratch, f)).catch((err: unknown) => {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fsError('cannot read', `${t.display}/${f}`, err);
-      });
-    }
-    return await Tokenizer.load(scratch).catch((err: unknown) => displayed(err, t, scratch));
-  } finally {
-    await rm(scratch, { recursive: true, force: true });
-    untrack();
-  }
-}
-
-function checkSpecialTokens(tokenizer: Tokenizer, config: OutputConfig, display: string, form: string): void {
   const s = config.special_tokens;
-  for (const [field, content] of Object.entries(NAMED_SPECIAL_TOKENS) as [keyof typeof NAMED_SPECIAL_TOKENS, string][]) {
-    const id = s[field];
-    const got = tokenizer.token(id);
-    if (got !== content) {
-      throw new UserError(`${display}/config.json: special_tokens.${field} ${id} is ${got === undefined ? 'not a token' : JSON.stringify(got)} in the tokenizer (${form}), expected ${JSON.stringify(content)}`);
-    }
-  }
-  const ids: [string, number][] = [['pad_token_id', s.pad_token_id], ...s.eos_token_ids.map((id, i): [string, number] => [`eos_token_ids[${i}]`, id])];
-  for (const [field, id] of ids) {
-    if (tokenizer.token(id) === undefined) throw new UserError(`${display}/config.json: special_tokens.${field} ${id} is not a token in the tokenizer (${form})`);
-  }
+  const expectedTokens = (Object.entries(NAMED_SPECIAL_TOKENS) as [keyof typeof NAMED_SPECIAL_TOKENS, string][])
+    .map(([field, content]) => ({ id: s[field], content, what: `config.json special_tokens.${field}` }));
+  await readSupportFiles(t.dir, { vocabSize: config.decoder.vocab_size, expectedTokens }).catch((err: unknown) => {
+    throw err instanceof UserError ? new UserError(err.message.split(t.dir).join(t.display)) : err;
+  });
 }

@@ -161,6 +161,19 @@ function memberOffset(tar: Uint8Array, name: string): number {
   throw new Error(`${name} not in the archive`);
 }
 
+/**
+ * Gives encoder.onnx an operator onnxruntime does not know: the graph still parses (every cheap
+ * check passes) but onnxruntime refuses it, so a case that fails with another message proves its
+ * check ran before onnxruntime.
+ */
+async function breakForOrt(dir: string): Promise<void> {
+  const path = join(dir, 'encoder.onnx');
+  const m = OnnxProto.ModelProto.decode(await readFile(path));
+  m.graph!.node![0].opType = 'NoSuchOperator';
+  await rm(path);
+  await writeFile(path, OnnxProto.ModelProto.encode(m).finish());
+}
+
 /** A process id that is not running any more (for a lock or staging folder of a dead run). */
 function deadPid(): number {
   const r = spawnSync(process.execPath, ['-e', '']);
@@ -198,7 +211,7 @@ afterAll(async () => {
 describe('package refuses a bad model in one line, before onnxruntime, touching nothing', () => {
   const refusedModel = async (name: string, edit: (dir: string) => Promise<string | void>, message: (dir: string, note: string | void) => string): Promise<void> => {
     let note: string | void = undefined;
-    const dir = await modelCopy(name, async (d) => { note = await edit(d); });
+    const dir = await modelCopy(name, async (d) => { note = await edit(d); await breakForOrt(d); });
     expectRefused(packageArgs(dir, oldDist), message(dir, note), [dir, oldDist]);
   };
 
@@ -245,7 +258,13 @@ describe('package refuses a bad model in one line, before onnxruntime, touching 
 
   it('a config naming the wrong id for a special token', async () => {
     await refusedModel('audio-pad-id', (d) => editJson(join(d, 'config.json'), (j) => { j.special_tokens.audio_pad_token_id = 151675; }),
-      (d) => `${d}/config.json: special_tokens.audio_pad_token_id 151675 is "<|reserved_special_token_32|>" in the tokenizer (vocab.json / merges.txt), expected "<|audio_pad|>"`);
+      (d) => `${d}/tokenizer_config.json: id 151675 (config.json special_tokens.audio_pad_token_id) is "<|reserved_special_token_32|>", expected "<|audio_pad|>"`);
+  });
+
+  it('a tokenizer with an id past the embedding table', async () => {
+    await refusedModel('token-past-table', (d) => editJson(join(d, 'tokenizer_config.json'), (j) => {
+      j.added_tokens_decoder['160000'] = { content: '<|far|>', lstrip: false, normalized: false, rstrip: false, single_word: false, special: true };
+    }), (d) => `${d}/tokenizer_config.json: token id 160000 ("<|far|>") is outside the model's vocabulary (vocab_size 151936)`);
   });
 });
 
@@ -256,13 +275,7 @@ describe('package checks the output path before onnxruntime', () => {
   beforeAll(async () => {
     outs = join(work, 'outs');
     await mkdir(outs);
-    ortBroken = await modelCopy('ort-broken', async (d) => {
-      const path = join(d, 'encoder.onnx');
-      const m = OnnxProto.ModelProto.decode(await readFile(path));
-      m.graph!.node![0].opType = 'NoSuchOperator';
-      await rm(path);
-      await writeFile(path, OnnxProto.ModelProto.encode(m).finish());
-    });
+    ortBroken = await modelCopy('ort-broken', breakForOrt);
   });
 
   it('the broken model really is refused by onnxruntime (so the cases below can fail)', () => {
