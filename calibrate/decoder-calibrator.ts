@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { UserError } from '../common/errors.js';
-import type { OutputConfig } from '../checkpoint/config.js';
+import type { OutputConfig } from '../model-dir/config.js';
 import { loadModel } from '../common/onnx/index.js';
 import { endsInRepeatedCycle, type Prompt } from '../runtime/prompt.js';
 import { EmbeddingTable } from '../runtime/session.js';

@@ -338,38 +338,3 @@ export function checkConfigConsistency(cfg: CheckpointConfig, format: Checkpoint
     if (id >= t.vocab_size) fail('top', key, `${id} is outside the vocabulary (vocab_size ${t.vocab_size})`);
   }
 }
-
-/** The config.json we write into a model directory (the consumer contract). */
-export const OutputConfigSchema = z.looseObject({
-  model_type: z.literal('qwen3_asr'),
-  encoder: z.looseObject({
-    num_layers: z.number().int().positive(), hidden_size: z.number().int().positive(),
-    num_heads: z.number().int().positive(), ffn_dim: z.number().int().positive(),
-    conv_channels: z.number().int().positive(), output_dim: z.number().int().positive(),
-    downsample_factor: z.number().int().positive(), num_mel_bins: z.number().int().positive(),
-  }),
-  decoder: z.looseObject({
-    num_layers: z.number().int().positive(), hidden_size: z.number().int().positive(),
-    num_attention_heads: z.number().int().positive(), num_key_value_heads: z.number().int().positive(),
-    head_dim: z.number().int().positive(), intermediate_size: z.number().int().positive(),
-    vocab_size: z.number().int().positive(), rope_theta: z.number().positive(),
-    rms_norm_eps: z.number().positive(), tie_word_embeddings: z.boolean(),
-    rope_scaling: z.looseObject({ mrope_section: z.array(z.number().int()), interleaved: z.boolean() }),
-  }),
-  mel: z.looseObject({
-    sample_rate: z.number().int().positive(), n_fft: z.number().int().positive(),
-    hop_length: z.number().int().positive(), n_mels: z.number().int().positive(),
-    fmin: z.number().nonnegative(), fmax: z.number().positive(),
-  }),
-  special_tokens: z.looseObject({
-    eos_token_ids: z.array(z.number().int()), pad_token_id: z.number().int(),
-    im_start_token_id: z.number().int(), im_end_token_id: z.number().int(),
-    audio_start_token_id: z.number().int(), audio_end_token_id: z.number().int(),
-    audio_pad_token_id: z.number().int(), asr_text_token_id: z.number().int(),
-  }),
-  embed_tokens_shape: z.tuple([z.number().int().positive(), z.number().int().positive()]),
-  embed_tokens_dtype: z.enum(['float16', 'float32']),
-  quantization: z.record(z.string(), z.string()).optional(),
-});
-
-export type OutputConfig = z.infer<typeof OutputConfigSchema>;

@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { runCli } from '../fixtures/hostile-support.js';
 import { tinyCheckpointDir, tinyCheckpointVariantDir } from '../fixtures/test-support.js';
 import { exportModel } from '../graph-builder/export.js';
-import { ExportRecordSchema } from '../graph-builder/export-record.js';
+import { ExportRecordSchema } from '../model-dir/export-record.js';
 import { FakeHub, type FakeFile } from './hub-fake.test-support.js';
 import { openCheckpoint } from './open-checkpoint.js';
 import { craftCheckpoint, smallConfigJson, smallHfConfigJson } from './test-checkpoint.js';

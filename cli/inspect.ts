@@ -4,9 +4,8 @@ import type { Command } from 'commander';
 import onnxProto from 'onnx-proto';
 import type { onnx as O } from 'onnx-proto';
 import { UserError, fsError } from '../common/errors.js';
-import {
-  dimsFromConfig, describeZodError, OutputConfigSchema, readCheckpointConfigWithFormat, type ModelDims,
-} from '../checkpoint/config.js';
+import { dimsFromConfig, describeZodError, readCheckpointConfigWithFormat, type ModelDims } from '../checkpoint/config.js';
+import { OutputConfigSchema } from '../model-dir/config.js';
 import { checkCheckpoint, expectedTensors } from '../checkpoint/expected-tensors.js';
 import { checkOptionsFor, checkTensorNamesMatch } from '../checkpoint/open-checkpoint.js';
 import { HfTensorSource } from '../checkpoint/renamed-source.js';

@@ -25,9 +25,11 @@ import { keepValidTokens, validTokenCount, windowLayout, windowMask } from './en
 import { gelu } from './layers.js';
 import { writeModel } from './model.js';
 import { WeightStore } from './weight-store.js';
+import { graphFileName, weightsFileName } from '../model-dir/files.js';
 
-export const ENCODER_FILE = 'encoder.onnx';
-export const ENCODER_WEIGHTS_FILE = 'encoder_weights.data';
+// File names are the model directory's (model-dir/files.ts).
+export const ENCODER_FILE = graphFileName('encoder');
+export const ENCODER_WEIGHTS_FILE = weightsFileName('encoder');
 
 /** Graph input / output names and dynamic axes (the consumer contract). */
 export const ENCODER_INPUT = 'mel';

@@ -18,16 +18,18 @@ import { assertNotLocked } from '../common/dir-lock.js';
 import { assertOutputApart, assertWritableDir } from '../common/output-paths.js';
 import { StagedDir } from '../common/staging.js';
 import { hubCacheDir } from '../checkpoint/hub-cache.js';
-import { assertToolWrittenDir } from '../model-dir/files.js';
+import { CONFIG_FILE, EMBED_TOKENS_BIN, assertToolWrittenDir, graphFileName, weightsFileName } from '../model-dir/files.js';
+import { SPECIAL_TOKENS, outputConfig, type EmbedDtype } from '../model-dir/config.js';
 import { fsError, UserError } from '../common/errors.js';
 import { f32ToF16Bytes } from '../common/float16.js';
 import { silentProgress, type Progress } from '../common/progress.js';
-import { OutputConfigSchema, type CheckpointConfig, type ModelDims, type OutputConfig } from '../checkpoint/config.js';
+import { type CheckpointConfig, type ModelDims } from '../checkpoint/config.js';
+import { OutputConfigSchema, type OutputConfig } from '../model-dir/config.js';
 import { resolveModelSource } from '../checkpoint/model-source.js';
 import { openCheckpoint } from '../checkpoint/open-checkpoint.js';
 import { readSupportFiles, type SupportFile } from '../checkpoint/support-files.js';
 import type { TensorSource } from '../checkpoint/tensor-source.js';
-import { EXPORT_RECORD_FILE, hashCheckpointFiles, type ExportRecord } from './export-record.js';
+import { EXPORT_RECORD_FILE, hashCheckpointFiles, type ExportRecord } from '../model-dir/export-record.js';
 import { TOOL_VERSION } from '../common/version.js';
 import { buildEncoder } from './encoder.js';
 import { buildDecoderInit, buildDecoderStep, decoderTensorCount, EMBED_TOKENS, type DecoderAttention } from './decoder.js';
@@ -35,7 +37,7 @@ import { writeModel } from './model.js';
 import { WeightStore } from './weight-store.js';
 import { ROW_BLOCK } from './weights.js';
 
-export type EmbedDtype = 'float16' | 'float32';
+export type { EmbedDtype };
 
 export interface ExportOptions {
   /** Checkpoint directory or hub repo id. */
@@ -70,16 +72,10 @@ export interface ExportResult {
   files: ExportedFile[];
 }
 
-export const DECODER_WEIGHTS_FILE = 'decoder_weights.data';
-export const EMBED_TOKENS_FILE = 'embed_tokens.bin';
 
 /** Checkpoint files copied verbatim when present (tokenizer, processor, chat template); -hf ones are derived. */
 export { COPIED_SUPPORT_FILES as COPIED_FILES } from '../checkpoint/support-files.js';
 
-/** Fixed Qwen3 token ids (tokenizer added tokens; the audio ids come from config.json). */
-export const SPECIAL_TOKENS = {
-  endOfText: 151643, imStart: 151644, imEnd: 151645, asrText: 151704,
-} as const;
 
 export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   const progress = opts.progress ?? silentProgress;
@@ -109,8 +105,8 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     const supportFiles = await readSupportFiles(source.dir, supportFileChecks(ckpt.dims));
     await buildEncoder({ tensors: ckpt.tensors, dims: ckpt.dims, outputDir: tmp, progress });
     await writeDecoderFiles(ckpt.tensors, ckpt.dims, tmp, { allLogits: opts.allLogits ?? false, attention, progress });
-    await writeEmbedTable(ckpt.tensors, ckpt.dims, join(tmp, EMBED_TOKENS_FILE), embedDtype, progress);
-    await writeFileAtomic(join(tmp, 'config.json'), `${JSON.stringify(outputConfig(ckpt.config, ckpt.dims, embedDtype), null, 2)}\n`);
+    await writeEmbedTable(ckpt.tensors, ckpt.dims, join(tmp, EMBED_TOKENS_BIN), embedDtype, progress);
+    await writeFileAtomic(join(tmp, CONFIG_FILE), `${JSON.stringify(outputConfig(ckpt.config, ckpt.dims, embedDtype), null, 2)}\n`);
     await writeSupportFiles(supportFiles, tmp);
     const record: ExportRecord = {
       format: 'qwen3-onnx-export/1',
@@ -146,15 +142,15 @@ export async function writeDecoderFiles(
   const progress = opts.progress ?? silentProgress;
   const total = decoderTensorCount(dims, src);
   let done = 0;
-  const store = await WeightStore.create(join(dir, DECODER_WEIGHTS_FILE), {
+  const store = await WeightStore.create(join(dir, weightsFileName('decoder')), {
     onStored: () => { done += 1; progress.update('decoder weights', done, total); },
   });
   try {
     const init = await buildDecoderInit(src, dims, store, { allLogits: opts.allLogits, attention: opts.attention });
     const step = await buildDecoderStep(src, dims, store, { attention: opts.attention });
     await store.commit();
-    await writeModel(join(dir, 'decoder_init.onnx'), init);
-    await writeModel(join(dir, 'decoder_step.onnx'), step);
+    await writeModel(join(dir, graphFileName('decoder_init')), init);
+    await writeModel(join(dir, graphFileName('decoder_step')), step);
   } catch (err) {
     await store.abort();
     throw err;
@@ -182,39 +178,6 @@ export async function writeEmbedTable(
   progress.finish();
 }
 
-/** The contract's config.json (fields in a fixed order; validated before it is written). */
-export function outputConfig(cfg: CheckpointConfig, dims: ModelDims, embedDtype: EmbedDtype): OutputConfig {
-  const a = dims.audio;
-  const t = dims.text;
-  const ropeScaling = cfg.thinker_config.text_config.rope_scaling;
-  const config = {
-    model_type: 'qwen3_asr' as const,
-    encoder: {
-      num_layers: a.layers, hidden_size: a.dModel, num_heads: a.heads, ffn_dim: a.ffnDim,
-      conv_channels: a.downsampleHidden, output_dim: a.outputDim,
-      // Three stride-2 convolutions over time.
-      downsample_factor: 8, num_mel_bins: a.numMelBins,
-    },
-    decoder: {
-      num_layers: t.layers, hidden_size: t.hidden, num_attention_heads: t.heads,
-      num_key_value_heads: t.kvHeads, head_dim: t.headDim, intermediate_size: t.intermediate,
-      vocab_size: t.vocab, rope_theta: t.ropeTheta, rms_norm_eps: t.rmsEps, tie_word_embeddings: t.tied,
-      rope_scaling: { mrope_section: t.mropeSection, interleaved: ropeScaling?.interleaved ?? true },
-    },
-    mel: { sample_rate: 16000, n_fft: 400, hop_length: 160, n_mels: a.numMelBins, fmin: 0, fmax: 8000 },
-    special_tokens: {
-      eos_token_ids: [SPECIAL_TOKENS.endOfText, SPECIAL_TOKENS.imEnd], pad_token_id: SPECIAL_TOKENS.endOfText,
-      im_start_token_id: SPECIAL_TOKENS.imStart, im_end_token_id: SPECIAL_TOKENS.imEnd,
-      audio_start_token_id: dims.tokens.audioStart, audio_end_token_id: dims.tokens.audioEnd,
-      audio_pad_token_id: dims.tokens.audio, asr_text_token_id: SPECIAL_TOKENS.asrText,
-    },
-    embed_tokens_shape: [t.vocab, t.hidden] as [number, number],
-    embed_tokens_dtype: embedDtype,
-  };
-  const res = OutputConfigSchema.safeParse(config);
-  if (!res.success) throw new Error(`config.json we would write is invalid: ${res.error.issues[0]?.message}`);
-  return config;
-}
 
 /** What the shipped tokenizer must agree with: the embedding rows and the ids config.json and the prompt use. */
 function supportFileChecks(dims: ModelDims): Parameters<typeof readSupportFiles>[1] {

@@ -12,7 +12,8 @@
  * top-1 agreement per variant.
  */
 import { join, resolve } from 'node:path';
-import { OutputConfigSchema, readJsonWith } from '../checkpoint/config.js';
+import { readJsonWith } from '../checkpoint/config.js';
+import { OutputConfigSchema } from '../model-dir/config.js';
 import { calibrateModelDir } from '../calibrate/calibrate.js';
 import { audioEvalCases, compareLogits, type LogitError } from './logit-error.js';
 import { copyModelDir, tinyExportedModelDir } from '../calibrate/test-support.js';

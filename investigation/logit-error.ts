@@ -1,6 +1,7 @@
 import { basename, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { OutputConfigSchema, readJsonWith } from '../checkpoint/config.js';
+import { readJsonWith } from '../checkpoint/config.js';
+import { OutputConfigSchema } from '../model-dir/config.js';
 import { buildPrompt, type Prompt } from '../runtime/prompt.js';
 import { Tokenizer } from '../runtime/tokenizer.js';
 import { AudioEncoder } from '../calibrate/audio-features.js';

@@ -12,7 +12,8 @@
 import { join } from 'node:path';
 import { Command } from 'commander';
 import * as ort from 'onnxruntime-node';
-import { OutputConfigSchema, readJsonWith } from '../checkpoint/config.js';
+import { readJsonWith } from '../checkpoint/config.js';
+import { OutputConfigSchema } from '../model-dir/config.js';
 import { stepFeeds } from './step-feeds.js';
 import { printWallAndCpu } from './stats.js';
 

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { OutputConfigSchema, readJsonWith } from '../checkpoint/config.js';
+import { readJsonWith } from '../checkpoint/config.js';
+import { OutputConfigSchema } from '../model-dir/config.js';
 import { Prng } from '../common/prng.js';
 import { EmbeddingTable } from '../runtime/session.js';
 

@@ -29,9 +29,19 @@ export const TOKENIZER_AND_PROCESSOR_FILES: readonly string[] = [
   'tokenizer_config.json', 'vocab.json',
 ];
 
+/** `<graph>.onnx` for fp32, `<graph>.<variant>.onnx` for a quantised variant. */
+export function graphFileName(graph: GraphName, variant: string = 'fp32'): string {
+  return variant === 'fp32' ? `${graph}.onnx` : `${graph}.${variant}.onnx`;
+}
+
+/** The external-data file the encoder's or the two decoders' graphs of a variant point into. */
+export function weightsFileName(part: 'encoder' | 'decoder', variant: string = 'fp32'): string {
+  return variant === 'fp32' ? `${part}_weights.data` : `${part}_weights.${variant}.data`;
+}
+
 const FIXED_NAMES = new Set<string>([
   CONFIG_FILE, EXPORT_RECORD, EMBED_TOKENS_BIN, LOCK_FILE,
-  'encoder.onnx', 'encoder_weights.data', 'decoder_init.onnx', 'decoder_step.onnx', 'decoder_weights.data',
+  ...GRAPHS.map((g) => graphFileName(g)), weightsFileName('encoder'), weightsFileName('decoder'),
   ...TOKENIZER_AND_PROCESSOR_FILES,
 ]);
 /** Quantised variants beside the float files: `<graph>.<variant>.onnx`, `<part>_weights.<variant>.data`. */

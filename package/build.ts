@@ -10,7 +10,7 @@ import { silentProgress, type Progress } from '../common/progress.js';
 import { TOOL_VERSION } from '../common/version.js';
 import type { DecoderAttention } from '../graph-builder/decoder.js';
 import { exportModel } from '../graph-builder/export.js';
-import { EXPORT_RECORD_FILE, ExportRecordSchema } from '../graph-builder/export-record.js';
+import { EXPORT_RECORD_FILE, ExportRecordSchema } from '../model-dir/export-record.js';
 import { parseJsonWith } from '../checkpoint/config.js';
 import { quantizeModelDir, QUANTIZE_DEFAULTS } from '../quantize/model-dir.js';
 import { loadAudio } from '../runtime/audio.js';

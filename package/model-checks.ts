@@ -2,7 +2,8 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError, fsError } from '../common/errors.js';
 import { loadModel, toNumber, type LoadedModel } from '../common/onnx-model.js';
-import { OutputConfigSchema, parseJsonWith, type OutputConfig } from '../checkpoint/config.js';
+import { parseJsonWith } from '../checkpoint/config.js';
+import { OutputConfigSchema, type OutputConfig } from '../model-dir/config.js';
 import { readSupportFiles } from '../checkpoint/support-files.js';
 import { graphFileFor } from './variant-files.js';
 

@@ -5,7 +5,8 @@ import { UserError, fsError } from '../common/errors.js';
 import { assertOutputApart, assertWritableDir } from '../common/output-paths.js';
 import type { Progress } from '../common/progress.js';
 import { StagedFiles } from '../common/staging.js';
-import { parseJsonWith, type OutputConfig } from '../checkpoint/config.js';
+import { parseJsonWith } from '../checkpoint/config.js';
+import { type OutputConfig } from '../model-dir/config.js';
 import { parseCompressionLevel, writeTarGz, type ArchiveEntry, type ArchivedFile, type CompressionLevel } from './archive-writer.js';
 import { GRAPHS, graphFileFor, variantFiles } from './variant-files.js';
 import { assertOrtOpens } from './ort-open.js';
@@ -18,7 +19,7 @@ import { sha256SumsWith } from './output-dir.js';
 import { verifyArchive } from './verify.js';
 import { TOOL_VERSION } from '../common/version.js';
 import { statSize } from './util.js';
-import { EXPORT_RECORD_FILE, ExportRecordSchema } from '../graph-builder/export-record.js';
+import { EXPORT_RECORD_FILE, ExportRecordSchema } from '../model-dir/export-record.js';
 
 export interface PackageOptions {
   modelDir: string;

@@ -2,7 +2,7 @@ import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { OutputConfigSchema } from '../checkpoint/config.js';
+import { OutputConfigSchema } from '../model-dir/config.js';
 import { tinyModelDir } from '../fixtures/test-support.js';
 import { DECODER_GRAPHS, quantizeModelDir, QUANTIZE_DEFAULTS } from './model-dir.js';
 import {

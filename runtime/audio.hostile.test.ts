@@ -1,11 +1,11 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, ftruncateSync, openSync, readdirSync, statSync, writeSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { debrisIn, oneLineError, runCli, snapshotTree, treeChanges, type CliRun } from '../fixtures/hostile-support.js';
+import { CLI_MAIN, debrisIn, oneLineError, snapshotTree, treeChanges, type CliRun } from '../fixtures/hostile-support.js';
 import { tinyModelDir } from '../fixtures/test-support.js';
 import { encodeWav, riff } from './wav-writer.js';
 
@@ -43,13 +43,34 @@ function fmtBody(code: number, channels: number, rate: number, bits: number): Ui
   return b;
 }
 
+/**
+ * hostile-support's runCli, but without blocking the test worker (spawnSync would hold its event
+ * loop for the whole child run; on a loaded box that trips vitest's worker RPC timeout).
+ */
+function runCli(args: string[]): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI_MAIN, ...args], { env: { ...process.env, CI: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => { stdout += d.toString('utf8'); });
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString('utf8'); });
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+}
+
+/** Resolves when a child has exited (listening from the start, so an early exit is not missed). */
+function ended(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => { child.on('close', () => resolve()); });
+}
+
 const tone = (n: number, rate: number): Float64Array => Float64Array.from({ length: n }, (_, i) => 0.3 * Math.sin((2 * Math.PI * 220 * i) / rate));
 
 /** Runs transcribe on `files` and checks that neither the scratch folder nor the model changed. */
-function transcribeUnchanged(files: string[], extra: string[] = []): CliRun {
+async function transcribeUnchanged(files: string[], extra: string[] = []): Promise<CliRun> {
   const before = snapshotTree(scratch);
   const model = snapshotTree(modelDir);
-  const run = runCli(['transcribe', '--model-dir', modelDir, ...FAST, ...extra, ...files]);
+  const run = await runCli(['transcribe', '--model-dir', modelDir, ...FAST, ...extra, ...files]);
   expect(treeChanges(before, snapshotTree(scratch))).toEqual([]);
   expect(treeChanges(model, snapshotTree(modelDir))).toEqual([]);
   expect(debrisIn(scratch)).toEqual([]);
@@ -80,7 +101,7 @@ describe('transcribe refuses hostile WAV files with one line naming the file', (
   cases.forEach(([what, bytes, message], i) => {
     it(what, async () => {
       const file = await craft(names[i], bytes());
-      const run = transcribeUnchanged([file]);
+      const run = await transcribeUnchanged([file]);
       expect(run.code).toBe(1);
       expect(run.stdout).toBe('');
       const line = oneLineError(run);
@@ -89,13 +110,13 @@ describe('transcribe refuses hostile WAV files with one line naming the file', (
     });
   });
 
-  it('/dev/zero: refused from its first 12 bytes', () => {
-    const run = transcribeUnchanged(['/dev/zero']);
+  it('/dev/zero: refused from its first 12 bytes', async () => {
+    const run = await transcribeUnchanged(['/dev/zero']);
     expect(run.code).toBe(1);
     expect(oneLineError(run)).toBe('/dev/zero: not a WAV file (expected a RIFF/WAVE header; only WAV audio is supported)');
   });
 
-  it('an 8 GiB file of zeros, and one with a WAV header and an 8 GiB data chunk (sparse), are refused before reading', () => {
+  it('an 8 GiB file of zeros, and one with a WAV header and an 8 GiB data chunk (sparse), are refused before reading', async () => {
     // Beside the scratch folder: snapshotTree would read all 8 GiB of each.
     const zeros = join(sparse, 'zeros.wav');
     const headed = join(sparse, 'headed.wav');
@@ -105,10 +126,10 @@ describe('transcribe refuses hostile WAV files with one line naming the file', (
       ftruncateSync(fd, 8 * 1024 ** 3);
       closeSync(fd);
     }
-    const a = transcribeUnchanged([zeros]);
+    const a = await transcribeUnchanged([zeros]);
     expect(oneLineError(a)).toMatch(/zeros\.wav: not a WAV file/);
     // "until the end of the file" in an 8 GiB file is 74 hours of 16 kHz PCM16.
-    const b = transcribeUnchanged([headed]);
+    const b = await transcribeUnchanged([headed]);
     expect(oneLineError(b)).toMatch(/headed\.wav: audio is 74 h 33 min long; the limit is 3 h 00 min per file \(split it first\)$/);
     expect(a.code).toBe(1);
     expect(b.code).toBe(1);
@@ -116,10 +137,10 @@ describe('transcribe refuses hostile WAV files with one line naming the file', (
     expect([statSync(zeros).size, statSync(headed).size]).toEqual([8 * 1024 ** 3, 8 * 1024 ** 3]);
   });
 
-  it('a directory and a missing file', () => {
-    const dir = transcribeUnchanged([scratch]);
+  it('a directory and a missing file', async () => {
+    const dir = await transcribeUnchanged([scratch]);
     expect(oneLineError(dir)).toBe(`cannot read audio ${scratch}: is a directory`);
-    const missing = transcribeUnchanged([join(scratch, 'nope.wav')]);
+    const missing = await transcribeUnchanged([join(scratch, 'nope.wav')]);
     expect(oneLineError(missing)).toBe(`cannot read audio ${join(scratch, 'nope.wav')}: no such file or directory`);
   });
 
@@ -127,17 +148,18 @@ describe('transcribe refuses hostile WAV files with one line naming the file', (
     const fifo = join(scratch, 'pipe.wav');
     execFileSync('mkfifo', [fifo]);
     try {
-      const expected = runCli(['transcribe', '--model-dir', modelDir, ...FAST, SHORT]);
+      const expected = await runCli(['transcribe', '--model-dir', modelDir, ...FAST, SHORT]);
       expect(expected.code).toBe(0);
-      const writer = spawn('sh', ['-c', 'cat "$0" > "$1"', SHORT, fifo], { stdio: 'ignore' });
-      const streamed = runCli(['transcribe', '--model-dir', modelDir, ...FAST, fifo]);
-      await new Promise((r) => writer.on('close', r));
+      const writer = ended(spawn('sh', ['-c', 'cat "$0" > "$1"', SHORT, fifo], { stdio: 'ignore' }));
+      const streamed = await runCli(['transcribe', '--model-dir', modelDir, ...FAST, fifo]);
+      await writer;
       expect(streamed.stderr).toBe('');
       expect(streamed.stdout).toBe(expected.stdout);
 
-      const zeros = spawn('sh', ['-c', 'cat /dev/zero > "$0"', fifo], { stdio: 'ignore' });
-      const refused = runCli(['transcribe', '--model-dir', modelDir, ...FAST, fifo]);
-      await new Promise((r) => zeros.on('close', r));
+      const zeros = ended(spawn('sh', ['-c', 'cat /dev/zero > "$0"', fifo], { stdio: 'ignore' }));
+      const refused = await runCli(['transcribe', '--model-dir', modelDir, ...FAST, fifo]);
+      // The writer ends with SIGPIPE once the reader has closed the pipe.
+      await zeros;
       expect(refused.code).toBe(1);
       expect(oneLineError(refused)).toBe(`${fifo}: not a WAV file (expected a RIFF/WAVE header; only WAV audio is supported)`);
     } finally {
@@ -153,7 +175,7 @@ describe('transcribe reads every sample format the reader supports', () => {
       const x = tone(rate, rate);
       files.push(await craft(`ok-${encoding}.wav`, encodeWav({ sampleRate: rate, channels: channels === 1 ? [x] : [x, x], encoding })));
     }
-    const run = transcribeUnchanged(files, ['--json']);
+    const run = await transcribeUnchanged(files, ['--json']);
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     const report = JSON.parse(run.stdout) as { files: { file: string; audioSeconds: number }[]; failures: unknown[] };
@@ -167,7 +189,7 @@ describe('a bad file in a batch', () => {
   it('transcribe: is reported on its own line, the others still run, exit 1 at the end', async () => {
     const bad = await craft('batch-bad.wav', riff([{ id: 'fmt ', body: fmtBody(1, 1, 1e9, 16) }, { id: 'data', body: new Uint8Array(64) }]));
     const good = await craft('batch-good.wav', await readFile(SHORT));
-    const run = transcribeUnchanged([SHORT, bad, good]);
+    const run = await transcribeUnchanged([SHORT, bad, good]);
     expect(run.code).toBe(1);
     const lines = run.stderr.split('\n').filter(Boolean);
     expect(lines).toEqual([
@@ -181,7 +203,7 @@ describe('a bad file in a batch', () => {
     // The same text for the same audio: the bad file did not disturb the run.
     expect(out[1].slice(good.length)).toBe(out[0].slice(SHORT.length));
 
-    const json = transcribeUnchanged([bad, good, '/dev/zero'], ['--json']);
+    const json = await transcribeUnchanged([bad, good, '/dev/zero'], ['--json']);
     expect(json.code).toBe(1);
     const report = JSON.parse(json.stdout) as { files: { file: string }[]; failures: { file: string; error: string }[] };
     expect(report.files.map((f) => f.file)).toEqual([good]);
@@ -193,7 +215,7 @@ describe('a bad file in a batch', () => {
     const bad = await craft('wer-bad.wav', new TextEncoder().encode('RIFF'));
     const manifest = await craft('manifest.tsv', new TextEncoder().encode(`${SHORT}\tdont worry about him\n${bad}\tsomething\n${SHORT}\tdont worry about him\n`));
     const before = snapshotTree(scratch);
-    const run = runCli(['wer', '--model-dir', modelDir, ...FAST, '--manifest', manifest, '--json']);
+    const run = await runCli(['wer', '--model-dir', modelDir, ...FAST, '--manifest', manifest, '--json']);
     expect(treeChanges(before, snapshotTree(scratch))).toEqual([]);
     expect(run.code).toBe(1);
     expect(run.stderr.split('\n').filter(Boolean)).toEqual([

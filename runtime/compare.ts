@@ -2,7 +2,8 @@ import { basename, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { silentProgress, type Progress } from '../common/progress.js';
 import { UserError } from '../common/errors.js';
-import { OutputConfigSchema, readJsonWith, type OutputConfig } from '../checkpoint/config.js';
+import { readJsonWith } from '../checkpoint/config.js';
+import { OutputConfigSchema, type OutputConfig } from '../model-dir/config.js';
 import { loadAudio } from './audio.js';
 import { DEFAULT_MAX_NEW_TOKENS } from './decode.js';
 import {

@@ -3,7 +3,8 @@ import { join, resolve } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { UserError, fsError } from '../common/errors.js';
 import { f16BytesToF32 } from '../common/float16.js';
-import { OutputConfigSchema, readJsonWith, type OutputConfig } from '../checkpoint/config.js';
+import { readJsonWith } from '../checkpoint/config.js';
+import { OutputConfigSchema, type OutputConfig } from '../model-dir/config.js';
 import { Tokenizer } from './tokenizer.js';
 import { EMBED_TOKENS_BIN, graphFileFor, settleModelDir } from '../model-dir/files.js';
 

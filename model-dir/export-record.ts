@@ -2,13 +2,14 @@ import { lstat, readdir, readlink, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { z } from 'zod';
 import { sha256FilesInWorker } from '../common/hash-worker.js';
+import { EXPORT_RECORD } from './files.js';
 
 /**
  * `export-record.json`, written beside the exported graphs: which checkpoint (hub id, revision,
  * commit, every input file's size and sha256) and which options made this model directory.
  * `package` copies the source into each archive's manifest; nothing a consumer loads reads it.
  */
-export const EXPORT_RECORD_FILE = 'export-record.json';
+export const EXPORT_RECORD_FILE = EXPORT_RECORD;
 
 export const ExportRecordSchema = z.object({
   format: z.literal('qwen3-onnx-export/1'),
