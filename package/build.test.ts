@@ -94,7 +94,7 @@ describe('build (one shot) on the tiny fixture', () => {
     tar[at + 1] = 'M'.charCodeAt(0);
     await writeFile(archive, gzipSync(tar));
     await expect(verifyArchive(archive, { depth: 'checksums', progress: silentProgress })).rejects.toThrow(/config\.json does not match its manifest checksum/);
-    await expect(planPublish(dist, 'someone/x')).rejects.toThrow(/qwen3-asr-tiny-int4\.tar\.gz: sha256 differs/);
+    await expect(planPublish(dist, 'someone/x')).rejects.toThrow(/qwen3-asr-tiny-int4\.tar\.gz: config\.json does not match its manifest checksum/);
   });
 
   it('refuses an int4 that diverges past the thresholds, packaging nothing and leaving no output', async () => {
