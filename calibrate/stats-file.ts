@@ -5,6 +5,7 @@ import { writeFileAtomic } from '../common/atomic.js';
 import { UserError, fsError } from '../common/errors.js';
 import { parseJsonWith } from '../checkpoint/config.js';
 import { ModelIdentitySchema, identityDifference, modelIdentity, type ModelIdentity } from './model-identity.js';
+import { validateAlpha } from '../quantize/awq-scales.js';
 
 /**
  * stats.json: what `calibrate` measured, independent of any smoothing strength, so an alpha
@@ -109,6 +110,16 @@ export async function readStatsForModel(path: string, modelDir: string): Promise
     throw new UserError(`${resolve(path)}: activation statistics are from a different model than ${resolve(modelDir)}: ${diff}; run \`qwen3-onnx calibrate --model-dir ${modelDir}\` for this model`);
   }
   return stats;
+}
+
+/**
+ * `quantize --awq`'s input from a stats file: read, checked against `modelDir` (the statistics
+ * must be of this very model), reduced to what smoothing uses.
+ */
+export async function readAwqStats(path: string, modelDir: string, alpha: number): Promise<{ meanAbs: Record<string, number[]>; alpha: number }> {
+  validateAlpha(alpha); // the cheap check first
+  const stats = await readStatsForModel(path, modelDir);
+  return { meanAbs: Object.fromEntries(Object.entries(stats.norms).map(([k, v]) => [k, v.mean_abs])), alpha };
 }
 
 /** Consistency a schema cannot express: array lengths and finiteness. */

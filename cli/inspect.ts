@@ -13,6 +13,7 @@ import type { CheckpointFormat } from '../checkpoint/tensor-names.js';
 import { INDEX_FILE, openSafetensors, openSafetensorsFile, SINGLE_FILE } from '../checkpoint/safetensors.js';
 import type { TensorSource } from '../checkpoint/tensor-source.js';
 import { emitResult, type CommonOptions } from './output.js';
+import { CONFIG_FILE } from '../model-dir/files.js';
 
 /**
  * `qwen3-onnx inspect PATH`: what is in a Hugging Face checkpoint directory, a .safetensors
@@ -264,7 +265,7 @@ export async function inspectPath(path: string): Promise<Inspection> {
     if (abs.endsWith('.safetensors')) return inspectSafetensorsFile(abs);
     throw new UserError(`${abs}: expected a .onnx or .safetensors file, or a directory`);
   }
-  const configPath = join(abs, 'config.json');
+  const configPath = join(abs, CONFIG_FILE);
   const configText = await readFile(configPath, 'utf8').catch(() => undefined);
   if (configText !== undefined && /"encoder"\s*:/.test(configText)) {
     const hasOnnx = (await readdir(abs)).some((n) => n.endsWith('.onnx'));

@@ -3,6 +3,7 @@ import { emitResult, intOption, progressFor, threadsOption, type CommonOptions }
 import { QUANTIZE_DEFAULTS, quantizeModelDir } from '../quantize/model-dir.js';
 import { UserError } from '../common/errors.js';
 import { AWQ_DEFAULT_ALPHA } from '../quantize/awq-scales.js';
+import { readAwqStats } from '../calibrate/stats-file.js';
 
 interface QuantizeFlags extends CommonOptions {
   modelDir: string;
@@ -51,7 +52,7 @@ export function register(program: Command): void {
         fuse: flags.fuse,
         skipFusion: Boolean(flags.skipFusion),
         pack: flags.pack,
-        ...(flags.awq !== undefined ? { awq: { stats: flags.awq, alpha } } : {}),
+        ...(flags.awq !== undefined ? { awq: await readAwqStats(flags.awq, flags.modelDir, alpha) } : {}),
         threads: flags.threads,
         progress: progressFor(flags),
       });

@@ -168,7 +168,7 @@ export async function writeEmbedTable(
     for (let r = 0; r < rows; r += ROW_BLOCK) {
       const block = await src.readFloat32Rows(EMBED_TOKENS, r, Math.min(ROW_BLOCK, rows - r));
       await w.write(dtype === 'float16' ? f32ToF16Bytes(block) : new Uint8Array(block.buffer, block.byteOffset, block.byteLength));
-      progress.update('embed_tokens.bin', Math.min(r + ROW_BLOCK, rows), rows);
+      progress.update(EMBED_TOKENS_BIN, Math.min(r + ROW_BLOCK, rows), rows);
     }
     await w.commit();
   } catch (err) {

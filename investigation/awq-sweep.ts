@@ -19,6 +19,7 @@ import { audioEvalCases, compareLogits, type LogitError } from './logit-error.js
 import { copyModelDir, tinyExportedModelDir } from '../calibrate/test-support.js';
 import { QUANTIZE_DEFAULTS, quantizeModelDir } from '../quantize/model-dir.js';
 import { EmbeddingTable } from '../runtime/session.js';
+import { readAwqStats } from '../calibrate/stats-file.js';
 
 const CALIBRATION = ['jfk.wav', 'notld/10s_back_down_the_road.wav'];
 /** Short clips not used for calibration, shortest first; --eval-clips takes the first n. */
@@ -60,7 +61,7 @@ async function main(): Promise<void> {
       for (const alpha of [null, ...alphas]) {
         await quantizeModelDir({
           modelDir: dir, ...QUANTIZE_DEFAULTS, accuracyLevel, exclude: [],
-          ...(alpha === null ? {} : { awq: { stats, alpha } }),
+          ...(alpha === null ? {} : { awq: await readAwqStats(stats, dir, alpha) }),
         });
         const error = await compareLogits(fp32, int4, cases, { steps, embeddings, hidden: config.decoder.hidden_size });
         rows.push({ variant: alpha === null ? 'RTN' : `AWQ alpha ${alpha}`, error });

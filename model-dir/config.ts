@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { fsError } from '../common/errors.js';
 import { parseJsonWith, type CheckpointConfig, type ModelDims } from '../checkpoint/config.js';
 import { CONFIG_FILE } from './files.js';
+import { UserError } from '../common/errors.js';
 
 /**
  * config.json of a model directory (shared/CONTRACT.md "Output"): its schema, the one writer
@@ -91,5 +92,9 @@ export async function readModelConfig(dir: string): Promise<{ path: string; text
   const path = join(dir, CONFIG_FILE);
   let text: string;
   try { text = await readFile(path, 'utf8'); } catch (err) { throw fsError('cannot read', path, err); }
-  return { path, text, config: parseJsonWith(OutputConfigSchema, text, path) };
+  const config = parseJsonWith(OutputConfigSchema, text, path);
+  if (config.embed_tokens_shape[1] !== config.decoder.hidden_size) {
+    throw new UserError(`${path}: embed_tokens_shape [${config.embed_tokens_shape.join(', ')}] does not match decoder.hidden_size ${config.decoder.hidden_size}`);
+  }
+  return { path, text, config };
 }

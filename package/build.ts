@@ -20,6 +20,7 @@ import { packageModel, type PackageResult } from './package-model.js';
 import type { CompressionLevel } from './archive-writer.js';
 import { modelCard } from './model-card.js';
 import type { PackageManifest } from './manifest.js';
+import { readAwqStats } from '../calibrate/stats-file.js';
 
 export interface BuildOptions {
   model: string;
@@ -142,7 +143,7 @@ async function runBuild(
       exclude: [],
       threads: opts.threads,
       progress,
-      ...(opts.awq ? { awq: { stats: opts.awq, alpha: opts.awqAlpha ?? 0.2 } } : {}),
+      ...(opts.awq ? { awq: await readAwqStats(opts.awq, modelDir, opts.awqAlpha ?? 0.2) } : {}),
     });
   }
 

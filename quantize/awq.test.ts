@@ -11,6 +11,7 @@ import { readStatsForModel } from '../calibrate/stats-file.js';
 import { calibrateModelDir } from '../calibrate/calibrate.js';
 import { audioEvalCases, compareLogits, type EvalCase, type LogitError } from '../investigation/logit-error.js';
 import { copyModelDir, tinyExportedModelDir } from '../calibrate/test-support.js';
+import { readAwqStats } from '../calibrate/stats-file.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const AUDIO = resolve(HERE, '../../shared/audio');
@@ -37,7 +38,7 @@ afterAll(async () => {
 });
 
 async function int4Error(awq: { stats: string; alpha: number } | null): Promise<LogitError> {
-  await quantizeModelDir({ modelDir: model.dir, ...QUANTIZE_DEFAULTS, exclude: [], ...(awq ? { awq } : {}) });
+  await quantizeModelDir({ modelDir: model.dir, ...QUANTIZE_DEFAULTS, exclude: [], ...(awq ? { awq: await readAwqStats(awq.stats, model.dir, awq.alpha) } : {}) });
   const g = (suffix: string) => ({ init: join(model.dir, `decoder_init${suffix}.onnx`), step: join(model.dir, `decoder_step${suffix}.onnx`) });
   return compareLogits(g(''), g('.int4'), cases, { steps: 6, embeddings, hidden: H });
 }
@@ -53,7 +54,7 @@ describe('quantize --awq on planted activation outliers', () => {
 
   it('gives lm_head its own quantised tensor, keeps the float embedding for the Gather, cleans up', async () => {
     const embedBefore = await sha256File(join(model.dir, 'embed_tokens.bin'));
-    const r = await quantizeModelDir({ modelDir: model.dir, ...QUANTIZE_DEFAULTS, exclude: [], awq: { stats, alpha: 0.5 } });
+    const r = await quantizeModelDir({ modelDir: model.dir, ...QUANTIZE_DEFAULTS, exclude: [], awq: await readAwqStats(stats, model.dir, 0.5) });
     expect(r.recipe).toBe('int4_awq0.5_rtn_block64_al4');
     expect(r.awq).toMatchObject({ alpha: 0.5, norms: 7, linears: 16, untied: [[EMBED_TOKENS, LM_HEAD]] });
     const cfg = JSON.parse(await readFile(join(model.dir, 'config.json'), 'utf8'));

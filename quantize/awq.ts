@@ -5,7 +5,7 @@ import { trackTemp } from '../common/cleanup.js';
 import type { Progress } from '../common/progress.js';
 import { validateAlpha } from './awq-scales.js';
 import { writeSmoothedGraphs, type SmoothReport } from './smooth.js';
-import { readStatsForModel } from '../calibrate/stats-file.js';
+import { graphFileName, type GraphName } from '../model-dir/files.js';
 
 /**
  * The `quantize --awq` hook: smoothed float copies of the decoder graphs, written as hidden
@@ -13,13 +13,17 @@ import { readStatsForModel } from '../calibrate/stats-file.js';
  * reading) for the quantiser to use as its sources, and removed afterwards.
  *
  * Usage:
- *   const awq = await smoothForQuantize(dir, ['decoder_init', 'decoder_step'], { stats, alpha });
+ *   const awq = await smoothForQuantize(dir, ['decoder_init', 'decoder_step'], await readAwqStats(stats, dir, alpha));
  *   try { transform(awq.sources.decoder_init, ...) } finally { await awq.cleanup(); }
  */
 
+/**
+ * What smoothing needs from `calibrate`'s stats.json: mean |RMSNorm(x)·γ| per channel of each
+ * smoothable norm. The caller reads and checks the file (calibrate/stats-file.ts
+ * `readAwqStats`), so the quantiser does not depend on the calibrator.
+ */
 export interface AwqOptions {
-  /** stats.json written by `calibrate` for this model directory. */
-  stats: string;
+  meanAbs: Record<string, number[]>;
   alpha: number;
 }
 
@@ -31,11 +35,10 @@ export interface SmoothedSources {
 }
 
 export async function smoothForQuantize(
-  modelDir: string, graphs: readonly string[], awq: AwqOptions, progress?: Progress,
+  modelDir: string, graphs: readonly GraphName[], awq: AwqOptions, progress?: Progress,
 ): Promise<SmoothedSources> {
   const dir = resolve(modelDir);
   validateAlpha(awq.alpha);
-  const stats = await readStatsForModel(awq.stats, dir);
   // Named like every temp file of this tool (common/debris.ts), so an interrupt removes them and a
   // later run sweeps what a killed one left.
   const tag = `tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
@@ -48,10 +51,9 @@ export async function smoothForQuantize(
     for (const u of untrack) u();
   };
   try {
-    const meanAbs = Object.fromEntries(Object.entries(stats.norms).map(([k, v]) => [k, v.mean_abs]));
     const report = await writeSmoothedGraphs({
-      graphs: graphs.map((g) => ({ src: join(dir, `${g}.onnx`), dst: sources[g] })),
-      dataFile, meanAbs, alpha: awq.alpha, progress,
+      graphs: graphs.map((g) => ({ src: join(dir, graphFileName(g)), dst: sources[g] })),
+      dataFile, meanAbs: awq.meanAbs, alpha: awq.alpha, progress,
     });
     return { sources, report, cleanup };
   } catch (err) {

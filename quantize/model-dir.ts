@@ -10,6 +10,7 @@ import { OutputConfigSchema } from '../model-dir/config.js';
 import { smoothForQuantize, type AwqOptions } from './awq.js';
 import type { SmoothReport } from './smooth.js';
 import { transformGraphs, type TransformReport } from './transform.js';
+import { CONFIG_FILE, graphFileName, weightsFileName } from '../model-dir/files.js';
 
 /**
  * `quantize` on a model directory (shared/CONTRACT.md): reads decoder_init.onnx and
@@ -78,7 +79,7 @@ export async function quantizeModelDir(o: QuantizeDirOptions): Promise<QuantizeD
   validateQuantizeOptions(o);
   const dir = resolve(o.modelDir);
   const variant = `int${o.bits}`;
-  const configPath = join(dir, 'config.json');
+  const configPath = join(dir, CONFIG_FILE);
   await readConfig(configPath); // cheap checks before taking the lock
   // One writer at a time: config.json is read again under the lock, so no other run's recipe is lost.
   const lock = await acquireDirLock(dir, 'quantize');
@@ -116,7 +117,7 @@ async function quantizeLocked(o: QuantizeDirOptions, dir: string, variant: strin
   const { configText, raw } = await readConfig(configPath);
 
   for (const g of DECODER_GRAPHS) {
-    const p = join(dir, `${g}.onnx`);
+    const p = join(dir, graphFileName(g));
     try {
       await access(p);
     } catch (err) {
@@ -133,12 +134,12 @@ async function quantizeLocked(o: QuantizeDirOptions, dir: string, variant: strin
   const recipe = recipeName(o);
   try {
     staged = await StagedFiles.create(dir, `quantize-${variant}`);
-    const dataFile = staged.fileFor(`decoder_weights.${variant}.data`);
+    const dataFile = staged.fileFor(weightsFileName('decoder', variant));
     // AWQ: quantise smoothed float copies (temp files beside the originals) instead of the originals.
     smoothed = o.awq ? await smoothForQuantize(dir, DECODER_GRAPHS, o.awq, o.progress) : null;
     const sources = smoothed?.sources;
     report = await transformGraphs({
-      graphs: DECODER_GRAPHS.map((g) => ({ src: sources?.[g] ?? join(dir, `${g}.onnx`), dst: staged!.fileFor(`${g}.${variant}.onnx`) })),
+      graphs: DECODER_GRAPHS.map((g) => ({ src: sources?.[g] ?? join(dir, graphFileName(g)), dst: staged!.fileFor(graphFileName(g, variant)) })),
       dataFile,
       fuse: o.fuse,
       skipFusion: o.fuse && o.skipFusion,
@@ -158,7 +159,7 @@ async function quantizeLocked(o: QuantizeDirOptions, dir: string, variant: strin
     raw.quantization = Object.fromEntries(Object.keys(merged).sort().map((k) => [k, merged[k]]));
     const text = `${JSON.stringify(raw, null, 2)}\n`;
     if (!OutputConfigSchema.safeParse(JSON.parse(text)).success) throw new Error('config.json no longer validates after adding quantization');
-    if (text !== configText) await writeFileAtomic(staged.fileFor('config.json'), text);
+    if (text !== configText) await writeFileAtomic(staged.fileFor(CONFIG_FILE), text);
     await staged.commit();
     // Report where the files are now, not where they were staged.
     const final = (p: string): string => join(dir, basename(p));
@@ -173,7 +174,7 @@ async function quantizeLocked(o: QuantizeDirOptions, dir: string, variant: strin
     modelDir: dir,
     variant,
     recipe,
-    files: [...DECODER_GRAPHS.map((g) => `${g}.${variant}.onnx`), `decoder_weights.${variant}.data`, 'config.json'],
+    files: [...DECODER_GRAPHS.map((g) => graphFileName(g, variant)), weightsFileName('decoder', variant), CONFIG_FILE],
     report,
     ...(awqReport ? { awq: awqReport } : {}),
   };

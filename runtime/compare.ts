@@ -2,8 +2,7 @@ import { basename, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { silentProgress, type Progress } from '../common/progress.js';
 import { UserError } from '../common/errors.js';
-import { readJsonWith } from '../checkpoint/config.js';
-import { OutputConfigSchema, type OutputConfig } from '../model-dir/config.js';
+import type { OutputConfig } from '../model-dir/config.js';
 import { loadAudio } from './audio.js';
 import { DEFAULT_MAX_NEW_TOKENS } from './decode.js';
 import {
@@ -14,6 +13,8 @@ import { logMelSpectrogram, type LogMel } from './mel.js';
 import { buildPrompt, type Prompt } from './prompt.js';
 import { EmbeddingTable, resolveModelFiles, type ModelFiles, type Variant } from './session.js';
 import { Tokenizer } from './tokenizer.js';
+import { readModelConfig } from '../model-dir/config.js';
+import { graphFileName } from '../model-dir/files.js';
 
 /**
  * Compares model variants (e.g. fp32 vs int4) on audio files. The first variant is the
@@ -141,10 +142,7 @@ export async function compareVariants(opts: CompareOptions): Promise<CompareRepo
   const progress = opts.progress ?? silentProgress;
   const open = opts.openGraph ?? openOrtGraph;
 
-  const config = await readJsonWith(OutputConfigSchema, join(opts.modelDir, 'config.json'));
-  if (config.embed_tokens_shape[1] !== config.decoder.hidden_size) {
-    throw new UserError(`${join(opts.modelDir, 'config.json')}: embed_tokens_shape [${config.embed_tokens_shape.join(', ')}] does not match decoder.hidden_size ${config.decoder.hidden_size}`);
-  }
+  const { config } = await readModelConfig(opts.modelDir);
   const graphs = await Promise.all(opts.variants.map((v) => variantGraphs(opts.modelDir, v, opts.threads)));
   const tokenizer = await Tokenizer.load(opts.modelDir);
   const ctx: StageContext = { config, open, maxNewTokens };
@@ -203,17 +201,12 @@ interface VariantGraphs {
  * fp32 decoder otherwise needs ~16 GB). A quantized variant's own graphs keep packing, without
  * which MatMulNBits is ~30x slower; the float encoder it falls back to does not need it.
  *
- * A variant other than fp32 must have its own decoder graphs: falling back to the float ones
- * (as a consumer does) would compare fp32 with itself and pass.
+ * A variant other than fp32 must have its own decoder graphs (resolveModelFiles refuses it
+ * otherwise): falling back to the float ones would compare fp32 with itself and pass.
  */
 async function variantGraphs(modelDir: string, variant: Variant, threads: number | undefined): Promise<VariantGraphs> {
   const files = await resolveModelFiles(modelDir, variant);
-  if (variant !== 'fp32') {
-    for (const [graph, path] of [['decoder_init', files.decoderInit], ['decoder_step', files.decoderStep]] as const) {
-      if (basename(path) !== `${graph}.${variant}.onnx`) throw new UserError(`${modelDir}: variant ${variant} has no ${graph}.${variant}.onnx (run quantize first)`);
-    }
-  }
-  const ownEncoder = variant !== 'fp32' && basename(files.encoder) === `encoder.${variant}.onnx`;
+  const ownEncoder = variant !== 'fp32' && basename(files.encoder) === graphFileName('encoder', variant);
   return { variant, files, encoder: { threads, prepack: ownEncoder }, decoder: { threads, prepack: variant !== 'fp32' } };
 }
 

@@ -3,10 +3,10 @@ import { join, resolve } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { UserError, fsError } from '../common/errors.js';
 import { f16BytesToF32 } from '../common/float16.js';
-import { readJsonWith } from '../checkpoint/config.js';
-import { OutputConfigSchema, type OutputConfig } from '../model-dir/config.js';
+import type { OutputConfig } from '../model-dir/config.js';
 import { Tokenizer } from './tokenizer.js';
 import { EMBED_TOKENS_BIN, graphFileFor, settleModelDir } from '../model-dir/files.js';
+import { readModelConfig } from '../model-dir/config.js';
 
 /**
  * A loaded model directory (CONTRACT.md "Output"): config.json, the three onnxruntime
@@ -155,13 +155,10 @@ export class AsrModel {
     if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads > 0)) {
       throw new UserError(`--threads must be a positive integer, got ${opts.threads}`);
     }
-    const config = await readJsonWith(OutputConfigSchema, join(dir, 'config.json'));
+    const { config } = await readModelConfig(dir);
     const files = await resolveModelFiles(dir, variant);
     const tokenizer = await loadTokenizerShared(dir);
     const embeddings = await EmbeddingTable.open(files.embedTokens, config.embed_tokens_shape, config.embed_tokens_dtype);
-    if (config.embed_tokens_shape[1] !== config.decoder.hidden_size) {
-      throw new UserError(`${join(dir, 'config.json')}: embed_tokens_shape [${config.embed_tokens_shape.join(', ')}] does not match decoder.hidden_size ${config.decoder.hidden_size}`);
-    }
     const prepack = opts.prepack ?? true;
     const encoder = await createSession(files.encoder, opts.threads, prepack);
     const decoderInit = await createSession(files.decoderInit, opts.threads, prepack);
