@@ -4,13 +4,14 @@ import { UserError } from '../common/errors.js';
 import { loadAudio } from '../runtime/audio.js';
 import { audioTokenCount } from '../runtime/decode.js';
 import { logMelSpectrogram } from '../runtime/mel.js';
+import { graphFileName } from '../model-dir/files.js';
 
 /** The float encoder of a model directory: WAV file -> audio_features [1, A, hidden]. */
 export class AudioEncoder {
   private constructor(private readonly session: ort.InferenceSession, readonly path: string, private readonly hidden: number) {}
 
   static async open(modelDir: string, hidden: number, opts: { threads?: number } = {}): Promise<AudioEncoder> {
-    const path = join(modelDir, 'encoder.onnx');
+    const path = join(modelDir, graphFileName('encoder'));
     try {
       const session = await ort.InferenceSession.create(path, opts.threads ? { intraOpNumThreads: opts.threads, interOpNumThreads: 1 } : {});
       return new AudioEncoder(session, path, hidden);

@@ -3,14 +3,13 @@ import { basename, join, relative, resolve } from 'node:path';
 import { UserError, fsError } from '../common/errors.js';
 import { sha256File } from '../common/hash.js';
 import { silentProgress, type Progress } from '../common/progress.js';
-import { readJsonWith } from '../checkpoint/config.js';
-import { OutputConfigSchema, type OutputConfig } from '../model-dir/config.js';
 import { buildPrompt } from '../runtime/prompt.js';
 import { Tokenizer } from '../runtime/tokenizer.js';
 import { AudioEncoder } from './audio-features.js';
 import { DecoderCalibrator } from './decoder-calibrator.js';
 import { modelIdentity } from './model-identity.js';
 import { STATS_FORMAT, STATS_VERSION, writeStatsFile, type CalibrationFileRecord, type StatsFile } from './stats-file.js';
+import { readModelConfig } from '../model-dir/config.js';
 
 /**
  * `calibrate`: runs the float model of a model directory on calibration audio
@@ -47,7 +46,7 @@ export async function calibrateModelDir(opts: CalibrateOptions): Promise<Calibra
   const maxNewTokens = opts.maxNewTokens ?? DEFAULT_CALIBRATION_TOKENS;
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new UserError(`--max-new-tokens must be a non-negative integer, got ${maxNewTokens}`);
   const files = await listAudioFiles(opts.audio);
-  const config: OutputConfig = await readJsonWith(OutputConfigSchema, join(modelDir, 'config.json'));
+  const { config } = await readModelConfig(modelDir);
   const identity = await modelIdentity(modelDir);
   const tokenizer = await Tokenizer.load(modelDir);
   const encoder = await AudioEncoder.open(modelDir, config.decoder.hidden_size, { threads: opts.threads });

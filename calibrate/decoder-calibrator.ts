@@ -8,6 +8,7 @@ import { EmbeddingTable } from '../runtime/session.js';
 import { ActivationStats } from './activation-stats.js';
 import type { NormStats } from './stats-file.js';
 import { openTappedSession, type Tap, type TappedSession } from './tapped-session.js';
+import { EMBED_TOKENS_BIN, graphFileName } from '../model-dir/files.js';
 
 /**
  * Runs the float decoder graphs of a model directory the way a consumer does (decoder_init on
@@ -48,10 +49,10 @@ export class DecoderCalibrator {
   }
 
   static async open(modelDir: string, config: OutputConfig, opts: { threads?: number } = {}): Promise<DecoderCalibrator> {
-    const embeddings = await EmbeddingTable.open(join(modelDir, 'embed_tokens.bin'), config.embed_tokens_shape, config.embed_tokens_dtype);
+    const embeddings = await EmbeddingTable.open(join(modelDir, EMBED_TOKENS_BIN), config.embed_tokens_shape, config.embed_tokens_dtype);
     const opened: TappedSession[] = [];
     try {
-      for (const g of ['decoder_init', 'decoder_step']) opened.push(await openTappedSession(await loadModel(join(modelDir, `${g}.onnx`)), opts));
+      for (const g of ['decoder_init', 'decoder_step'] as const) opened.push(await openTappedSession(await loadModel(join(modelDir, graphFileName(g))), opts));
       return new DecoderCalibrator(config, opened[0], opened[1], embeddings);
     } catch (err) {
       await Promise.all(opened.map((s) => s.session.release()));

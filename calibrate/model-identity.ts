@@ -3,6 +3,7 @@ import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { UserError, fsError } from '../common/errors.js';
+import { CONFIG_FILE, graphFileName, weightsFileName } from '../model-dir/files.js';
 
 /**
  * A stable identity of the float decoder of a model directory, recorded in stats.json so
@@ -37,21 +38,21 @@ const SAMPLE_STRIDE = 64 << 20;
 
 export async function modelIdentity(modelDir: string): Promise<ModelIdentity> {
   return {
-    config_sha256: await configHash(join(modelDir, 'config.json')),
-    decoder_init_sha256: await fileHash(join(modelDir, 'decoder_init.onnx')),
-    decoder_step_sha256: await fileHash(join(modelDir, 'decoder_step.onnx')),
-    ...(await sampledHash(join(modelDir, 'decoder_weights.data'))),
+    config_sha256: await configHash(join(modelDir, CONFIG_FILE)),
+    decoder_init_sha256: await fileHash(join(modelDir, graphFileName('decoder_init'))),
+    decoder_step_sha256: await fileHash(join(modelDir, graphFileName('decoder_step'))),
+    ...(await sampledHash(join(modelDir, weightsFileName('decoder')))),
   };
 }
 
 /** The first field where two identities differ, as a readable phrase; null when equal. */
 export function identityDifference(recorded: ModelIdentity, actual: ModelIdentity): string | null {
   const fields: [keyof ModelIdentity, string][] = [
-    ['config_sha256', 'config.json'],
-    ['decoder_init_sha256', 'decoder_init.onnx'],
-    ['decoder_step_sha256', 'decoder_step.onnx'],
-    ['decoder_weights_bytes', 'decoder_weights.data size'],
-    ['decoder_weights_sample_sha256', 'decoder_weights.data contents'],
+    ['config_sha256', CONFIG_FILE],
+    ['decoder_init_sha256', graphFileName('decoder_init')],
+    ['decoder_step_sha256', graphFileName('decoder_step')],
+    ['decoder_weights_bytes', `${weightsFileName('decoder')} size`],
+    ['decoder_weights_sample_sha256', `${weightsFileName('decoder')} contents`],
   ];
   for (const [field, what] of fields) {
     if (recorded[field] !== actual[field]) return `${what} differs (${short(recorded[field])} recorded, ${short(actual[field])} here)`;

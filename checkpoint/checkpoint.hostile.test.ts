@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, tensorBytes } from '../common/onnx-model.js';
+import { loadModel, tensorBytes } from '../common/onnx/index.js';
 import { debrisIn, oneLineError, runCli, snapshotTree, treeChanges, type CliRun } from '../fixtures/hostile-support.js';
 import { tinyCheckpointDir, tinyCheckpointVariantDir, tinyModelDir } from '../fixtures/test-support.js';
 import { openSafetensors } from './safetensors.js';

@@ -14,6 +14,7 @@ import { INDEX_FILE, openSafetensors, openSafetensorsFile, SINGLE_FILE } from '.
 import type { TensorSource } from '../checkpoint/tensor-source.js';
 import { emitResult, type CommonOptions } from './output.js';
 import { CONFIG_FILE } from '../model-dir/files.js';
+import { elementBytes, toNumber } from '../common/onnx/index.js';
 
 /**
  * `qwen3-onnx inspect PATH`: what is in a Hugging Face checkpoint directory, a .safetensors
@@ -132,14 +133,14 @@ const DATA_TYPE_NAMES = new Map<number, string>(
   Object.entries(onnx.TensorProto.DataType).map(([name, id]) => [id as number, name.toLowerCase()]),
 );
 
-const ELEMENT_BYTES: Record<string, number> = {
-  float: 4, uint8: 1, int8: 1, uint16: 2, int16: 2, int32: 4, int64: 8, bool: 1, float16: 2,
-  double: 8, uint32: 4, uint64: 8, bfloat16: 2,
-};
-
-/** protobufjs hands int64 fields over as number or Long. */
+/** protobufjs hands int64 fields over as number or Long (the ONNX layer's toNumber). */
 type Int64 = number | { toNumber(): number } | null | undefined;
-const num = (v: Int64): number => (v == null ? 0 : typeof v === 'number' ? v : v.toNumber());
+const num = (v: Int64): number => toNumber(v);
+
+/** Bytes per element from the ONNX layer's one table; 0 for types it does not size. */
+function elementBytesOrZero(dataType: number): number {
+  try { return elementBytes(dataType); } catch { return 0; }
+}
 
 function typeName(t: O.ITypeProto | null | undefined): { type: string; dims: (number | string)[] } {
   const tensor = t?.tensorType;
@@ -157,7 +158,7 @@ function tensorBytes(t: O.ITensorProto): { inline: number; external: number; loc
   if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
     const kv = new Map((t.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
     const elems = (t.dims ?? []).reduce<number>((a, d) => a * num(d as Int64), 1);
-    const fallback = elems * (ELEMENT_BYTES[DATA_TYPE_NAMES.get(t.dataType ?? 0) ?? ''] ?? 0);
+    const fallback = elems * elementBytesOrZero(t.dataType ?? 0);
     const length = kv.has('length') ? Number(kv.get('length')) : fallback;
     return { inline: 0, external: length, location: kv.get('location') };
   }

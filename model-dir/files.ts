@@ -39,6 +39,13 @@ export function weightsFileName(part: 'encoder' | 'decoder', variant: string = '
   return variant === 'fp32' ? `${part}_weights.data` : `${part}_weights.${variant}.data`;
 }
 
+/** Files a variant's archive carries besides its graphs and their weights: always the first two, the rest when present. */
+export const REQUIRED_SUPPORT_FILES: readonly string[] = [CONFIG_FILE, EMBED_TOKENS_BIN];
+export const OPTIONAL_SUPPORT_FILES: readonly string[] = [
+  'vocab.json', 'merges.txt', 'tokenizer_config.json', 'tokenizer.json',
+  'preprocessor_config.json', 'chat_template.json', 'generation_config.json',
+];
+
 const FIXED_NAMES = new Set<string>([
   CONFIG_FILE, EXPORT_RECORD, EMBED_TOKENS_BIN, LOCK_FILE,
   ...GRAPHS.map((g) => graphFileName(g)), weightsFileName('encoder'), weightsFileName('decoder'),

@@ -1,11 +1,12 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError, fsError } from '../common/errors.js';
-import { loadModel, toNumber, type LoadedModel } from '../common/onnx-model.js';
+import { loadModel, toNumber, type LoadedModel } from '../common/onnx/index.js';
 import { parseJsonWith } from '../checkpoint/config.js';
 import { OutputConfigSchema, type OutputConfig } from '../model-dir/config.js';
 import { readSupportFiles } from '../checkpoint/support-files.js';
 import { graphFileFor } from './variant-files.js';
+import { CONFIG_FILE, EMBED_TOKENS_BIN } from '../model-dir/files.js';
 
 /**
  * The cheap checks a model directory (or an archive's extracted small files) must pass before
@@ -38,7 +39,7 @@ const NAMED_SPECIAL_TOKENS = {
 export async function checkModelContents(t: ModelCheckTarget): Promise<OutputConfig> {
   const configName = `${t.display}/config.json`;
   let text: string;
-  try { text = await readFile(join(t.dir, 'config.json'), 'utf8'); } catch (err) {
+  try { text = await readFile(join(t.dir, CONFIG_FILE), 'utf8'); } catch (err) {
     throw (err as NodeJS.ErrnoException).code === 'ENOENT' ? new UserError(`${configName}: missing`) : fsError('cannot read', configName, err);
   }
   const config = parseJsonWith(OutputConfigSchema, text, configName);
@@ -70,7 +71,7 @@ async function sizeIn(t: ModelCheckTarget, name: string): Promise<number | undef
 }
 
 async function checkEmbedTable(t: ModelCheckTarget, config: OutputConfig): Promise<void> {
-  const size = await sizeIn(t, 'embed_tokens.bin');
+  const size = await sizeIn(t, EMBED_TOKENS_BIN);
   const file = `${t.display}/embed_tokens.bin`;
   if (size === undefined) throw new UserError(`${file}: missing`);
   const [rows, cols] = config.embed_tokens_shape;

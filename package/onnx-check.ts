@@ -1,6 +1,6 @@
 import { dirname, isAbsolute, relative } from 'node:path';
 import { UserError } from '../common/errors.js';
-import { checkExternalRanges, isExternal, loadModel, tensorBytes } from '../common/onnx-model.js';
+import { checkExternalRanges, isExternal, loadModel, tensorBytes } from '../common/onnx/index.js';
 
 /**
  * Parses an ONNX file and checks that every external-data reference stays inside the model

@@ -20,6 +20,7 @@ import { verifyArchive } from './verify.js';
 import { TOOL_VERSION } from '../common/version.js';
 import { statSize } from './util.js';
 import { EXPORT_RECORD_FILE, ExportRecordSchema } from '../model-dir/export-record.js';
+import { CONFIG_FILE } from '../model-dir/files.js';
 
 export interface PackageOptions {
   modelDir: string;
@@ -112,7 +113,7 @@ async function packageInto(
     const variantConfig = new TextEncoder().encode(`${JSON.stringify(configForVariant(p.config, opts.variant), null, 2)}\n`);
     const entries: ArchiveEntry[] = [];
     for (const f of p.files) {
-      if (f === 'config.json') entries.push({ name: f, source: { bytes: variantConfig }, size: variantConfig.byteLength });
+      if (f === CONFIG_FILE) entries.push({ name: f, source: { bytes: variantConfig }, size: variantConfig.byteLength });
       else entries.push({ name: f, source: { path: join(p.modelDir, f) }, size: await statSize(join(p.modelDir, f)) });
     }
     const described = {

@@ -6,7 +6,7 @@ import { chmod, copyFile, cp, link, mkdir, mkdtemp, readdir, readFile, rename, r
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { OnnxProto } from '../common/onnx-model.js';
+import { onnx as OnnxProto } from '../common/onnx/index.js';
 import { CLI_MAIN, debrisIn, oneLineError, runCli, runCliAndKill, snapshotTree, treeChanges, type CliRun } from '../fixtures/hostile-support.js';
 import { tinyModelDir } from '../fixtures/test-support.js';
 

@@ -2,18 +2,12 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../common/errors.js';
 import { checkExternalData } from './onnx-check.js';
-import { GRAPHS, graphFileFor, settleModelDir } from '../model-dir/files.js';
+import { GRAPHS, OPTIONAL_SUPPORT_FILES, REQUIRED_SUPPORT_FILES, graphFileFor, settleModelDir } from '../model-dir/files.js';
 
 // The graph names and the variant rule live in model-dir/files.ts.
 export { GRAPHS, graphFileFor } from '../model-dir/files.js';
 
-/** Files every archive carries besides the graphs and their weights (when the checkpoint had them). */
-const SUPPORT_FILES = [
-  'config.json', 'embed_tokens.bin',
-  'vocab.json', 'merges.txt', 'tokenizer_config.json', 'tokenizer.json',
-  'preprocessor_config.json', 'chat_template.json', 'generation_config.json',
-];
-const REQUIRED_SUPPORT = ['config.json', 'embed_tokens.bin'];
+const SUPPORT_FILES = [...REQUIRED_SUPPORT_FILES, ...OPTIONAL_SUPPORT_FILES];
 
 /** Every file the variant needs (graphs, the data files they reference, config, embeddings, tokenizer), sorted. */
 export async function variantFiles(modelDir: string, variant: string): Promise<string[]> {
@@ -28,7 +22,7 @@ export async function variantFiles(modelDir: string, variant: string): Promise<s
   }
   for (const f of SUPPORT_FILES) {
     if (listing.includes(f)) files.add(f);
-    else if (REQUIRED_SUPPORT.includes(f)) throw new UserError(`${modelDir}: ${f} is missing`);
+    else if (REQUIRED_SUPPORT_FILES.includes(f)) throw new UserError(`${modelDir}: ${f} is missing`);
   }
   if (!listing.includes('tokenizer.json') && !(listing.includes('vocab.json') && listing.includes('merges.txt'))) {
     throw new UserError(`${modelDir}: no tokenizer (need tokenizer.json or vocab.json + merges.txt)`);

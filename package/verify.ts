@@ -17,6 +17,7 @@ import { checkModelContents } from './model-checks.js';
 import { unfinishedCommitsIn } from './output-dir.js';
 import { GRAPHS, graphFileFor, variantFiles } from './variant-files.js';
 import { assertOrtOpens } from './ort-open.js';
+import { EMBED_TOKENS_BIN } from '../model-dir/files.js';
 
 /**
  * How far verifyArchive goes:
@@ -55,7 +56,7 @@ const ARCHIVE_NAME = /^qwen3-asr-([a-z0-9][a-z0-9.-]*)-([a-z0-9]+)\.tar\.gz$/;
 /** The in-archive manifest is a few KiB; refuse to buffer anything claiming to be far larger. */
 const MAX_MANIFEST_BYTES = 16 << 20;
 /** Members `contents` leaves unwritten (hashed only): the weights. */
-const isBulk = (name: string): boolean => name.endsWith('.data') || name === 'embed_tokens.bin';
+const isBulk = (name: string): boolean => name.endsWith('.data') || name === EMBED_TOKENS_BIN;
 
 async function loadManifestBeside(archive: string): Promise<PackageManifest | null> {
   const path = archive.replace(/\.tar\.gz$/, '.manifest.json');
