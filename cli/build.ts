@@ -4,7 +4,7 @@ import { InvalidArgumentError } from 'commander';
 import { buildRelease, parseVariants } from '../package/build.js';
 import type { DecoderAttention } from '../graph-builder/decoder.js';
 import { ATTENTION_HELP, attentionOption } from './export.js';
-import { emitResult, intOption, progressFor, type CommonOptions } from './output.js';
+import { emitResult, intOption, progressFor, threadsOption, type CommonOptions } from './output.js';
 
 interface BuildCliOptions extends CommonOptions {
   model: string; revision?: string; output: string; variants: string; awq?: string; awqAlpha?: number;
@@ -37,7 +37,7 @@ export function register(program: Command): void {
     .option('--compare-max-tokens <n>', 'greedy tokens per file in the check', intOption('--compare-max-tokens'), 32)
     .option('--level <level>', 'compression: huffman (fast, default) or a zlib level 0-9', parseCompressionLevel, 'huffman' as CompressionLevel)
     .option('--size-label <label>', 'size in archive names (default from the config)')
-    .option('--threads <n>', 'onnxruntime intra-op threads', intOption('--threads'))
+    .option('--threads <n>', 'onnxruntime intra-op threads', threadsOption())
     .option('--json', 'print the build record as JSON')
     .option('--quiet', 'print nothing but errors')
     .action(async (opts: BuildCliOptions) => {
