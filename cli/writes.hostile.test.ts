@@ -300,3 +300,13 @@ describe('flags are bounded and unknown ones are named', () => {
     });
   }
 });
+
+describe('build refuses an output that overlaps its checkpoint', () => {
+  it('before any work, with nothing written', async () => {
+    const d = await freshDir('build-overlap');
+    await cp(ckpt, join(d, 'ckpt'), { recursive: true });
+    await writeFile(join(d, 'notes.md'), 'mine');
+    expectRefusal(['build', '--model', join(d, 'ckpt'), '--output', d], d, /^--output .*build-overlap: contains the input --model .*ckpt; choose another output$/);
+    expectRefusal(['build', '--model', join(d, 'ckpt'), '--output', join(d, 'ckpt', 'out')], d, /: lies inside the input --model /);
+  });
+});

@@ -21,6 +21,7 @@ import type { CompressionLevel } from './archive-writer.js';
 import { modelCard } from './model-card.js';
 import type { PackageManifest } from './manifest.js';
 import { readAwqStats } from '../calibrate/stats-file.js';
+import { assertOutputApart, assertWritableDir } from '../common/output-paths.js';
 
 export interface BuildOptions {
   model: string;
@@ -111,6 +112,12 @@ export async function buildRelease(opts: BuildOptions): Promise<{ record: BuildR
   const output = resolve(opts.output);
   const modelDir = join(output, 'model');
   const distDir = join(output, 'dist');
+  // Before any work: the build folder must not be, contain or sit inside a local checkpoint
+  // (export checks only model/ against it), and must be a folder this user can write.
+  if (await stat(opts.model).then((s) => s.isDirectory(), () => false)) {
+    await assertOutputApart(output, '--output', [{ path: opts.model, flag: '--model' }]);
+  }
+  await assertWritableDir(output, '--output');
   const existed = await stat(output).then(() => true, () => false);
   try {
     return await runBuild(opts, output, modelDir, distDir, progress);
