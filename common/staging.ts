@@ -21,6 +21,16 @@ import { fsError } from './errors.js';
  * and after a SIGKILL the next run that touches the folder rolls it forward (common/debris.ts).
  */
 
+/** Creates a staging folder; on failure forgets it (`untrack`) and says which path could not be made. */
+async function makeStagingFolder(path: string, untrack: () => void): Promise<void> {
+  try {
+    await mkdir(path);
+  } catch (err) {
+    untrack();
+    throw fsError('cannot create', path, err);
+  }
+}
+
 export class StagedDir {
   /** Where to write the new contents. */
   readonly path: string;
@@ -34,12 +44,7 @@ export class StagedDir {
   static async create(target: string): Promise<StagedDir> {
     await prepareDir(dirname(target));
     const staged = new StagedDir(target);
-    try {
-      await mkdir(staged.path);
-    } catch (err) {
-      staged.untrack();
-      throw fsError('cannot create', staged.path, err);
-    }
+    await makeStagingFolder(staged.path, () => staged.untrack());
     return staged;
   }
 
@@ -84,12 +89,7 @@ export class StagedFiles {
   static async create(dir: string, label: string): Promise<StagedFiles> {
     await prepareDir(dir);
     const staged = new StagedFiles(dir, label);
-    try {
-      await mkdir(staged.path);
-    } catch (err) {
-      staged.untrack();
-      throw fsError('cannot create', staged.path, err);
-    }
+    await makeStagingFolder(staged.path, () => staged.untrack());
     return staged;
   }
 
