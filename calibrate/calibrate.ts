@@ -10,6 +10,7 @@ import { DecoderCalibrator } from './decoder-calibrator.js';
 import { modelIdentity } from './model-identity.js';
 import { STATS_FORMAT, STATS_VERSION, writeStatsFile, type CalibrationFileRecord, type StatsFile } from './stats-file.js';
 import { readModelConfig } from '../model-dir/config.js';
+import { loadAudio } from '../runtime/audio.js';
 
 /**
  * `calibrate`: runs the float model of a model directory on calibration audio
@@ -46,6 +47,7 @@ export async function calibrateModelDir(opts: CalibrateOptions): Promise<Calibra
   const maxNewTokens = opts.maxNewTokens ?? DEFAULT_CALIBRATION_TOKENS;
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new UserError(`--max-new-tokens must be a non-negative integer, got ${maxNewTokens}`);
   const files = await listAudioFiles(opts.audio);
+  await assertAudioReadable(files);
   const { config } = await readModelConfig(modelDir);
   const identity = await modelIdentity(modelDir);
   const tokenizer = await Tokenizer.load(modelDir);
@@ -89,6 +91,24 @@ export async function calibrateModelDir(opts: CalibrateOptions): Promise<Calibra
     await calibrator?.release();
     await encoder.release();
   }
+}
+
+/**
+ * Reads every calibration file before any model work and names every one that cannot be read, in
+ * one line: statistics from a silently smaller set would not be what was asked for.
+ */
+async function assertAudioReadable(files: readonly AudioFile[]): Promise<void> {
+  const bad: string[] = [];
+  for (const f of files) {
+    try {
+      await loadAudio(f.path);
+    } catch (err) {
+      if (!(err instanceof UserError)) throw err;
+      bad.push(err.message.includes(f.path) ? err.message : `${f.path}: ${err.message}`);
+    }
+  }
+  if (bad.length === 1) throw new UserError(bad[0]);
+  if (bad.length > 1) throw new UserError(`${bad.length} of ${files.length} audio files cannot be read: ${bad.join('; ')}`);
 }
 
 export interface AudioFile {

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,9 +16,15 @@ function cli(args: string[]) {
 
 let model: { dir: string; cleanup: () => Promise<void> };
 let stats: string;
+let badWav: string;
+let notWav: string;
 beforeAll(async () => {
   model = await copyModelDir(await tinyExportedModelDir());
   stats = join(model.dir, '..', 'stats.json');
+  badWav = join(model.dir, '..', 'bad.wav');
+  notWav = join(model.dir, '..', 'not-a.wav');
+  await writeFile(badWav, Buffer.from('RIFF\x10\x00\x00\x00WAVEfmt ', 'latin1')); // header cut inside fmt
+  await writeFile(notWav, 'plain text, not audio');
 });
 afterAll(async () => { await model?.cleanup(); });
 
@@ -54,9 +60,12 @@ describe('qwen3-onnx calibrate / quantize --awq', () => {
     ['an alpha that is not a number', ['quantize', '--model-dir', '.', '--awq', 'x', '--awq-alpha', 'abc'], /--awq-alpha must be a number, got "abc"/],
     ['a missing stats file', ['quantize', '--model-dir', 'MODEL', '--awq', '/nonexistent/stats.json'], /cannot read \/nonexistent\/stats\.json: no such file or directory/],
     ['calibrate without audio files', ['calibrate', '--model-dir', 'MODEL', '--audio', '/nonexistent.wav', '--output', '/tmp/x.json'], /--audio: cannot read \/nonexistent\.wav/],
+    ['calibrate on a set with two unreadable files (both named, before any model work)',
+      ['calibrate', '--model-dir', 'MODEL', '--audio', 'BADWAV', `${AUDIO}/jfk.wav`, 'NOTWAV', '--output', '/tmp/x.json'],
+      /^qwen3-onnx: error: 2 of 3 audio files cannot be read: .*bad\.wav: .*; .*not-a\.wav: .*$/m],
   ];
   it.each(bad)('refuses %s with a one-line error', (_what, args, message) => {
-    const r = cli(args.map((a) => (a === 'MODEL' ? model.dir : a === 'STATS' ? stats : a)));
+    const r = cli(args.map((a) => (a === 'MODEL' ? model.dir : a === 'STATS' ? stats : a === 'BADWAV' ? badWav : a === 'NOTWAV' ? notWav : a)));
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(message);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
