@@ -56,7 +56,9 @@ describe('qwen3-onnx transcribe', () => {
     await expect(run(['--model-dir', modelDir, bad])).rejects.toThrow(/bad\.wav: /);
     await expect(run(['--model-dir', modelDir, '--language', 'Klingon', SHORT])).rejects.toThrow(/unsupported language "Klingon"/);
     await expect(run(['--model-dir', join(scratch, 'nope'), SHORT])).rejects.toThrow(/nope[/\\]config\.json: no such file/);
-    await expect(run(['--model-dir', modelDir, '--variant', 'int8', SHORT])).rejects.toThrow(CommanderError);
+    // int8 is a variant (quantize --bits 8 writes it); absent here, it is named, not taken from fp32.
+    await expect(run(['--model-dir', modelDir, '--variant', 'int8', SHORT])).rejects.toThrow(/variant int8 has no decoder_init\.int8\.onnx/);
+    await expect(run(['--model-dir', modelDir, '--variant', 'int3', SHORT])).rejects.toThrow(CommanderError);
     await expect(run(['--model-dir', modelDir, '--max-new-tokens', '0', SHORT])).rejects.toThrow(CommanderError);
     await expect(run([SHORT])).rejects.toThrow(CommanderError);
   });
