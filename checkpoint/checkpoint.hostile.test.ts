@@ -64,9 +64,9 @@ async function poke(ckpt: string, tensor: string, index: number, bits: number): 
 }
 
 /** Runs the CLI and checks the failure contract: exit 1, one line, nothing written, nothing changed. */
-function failsCleanly(c: Crafted, args: string[]): string {
+async function failsCleanly(c: Crafted, args: string[]): Promise<string> {
   const before = snapshotTree(c.root);
-  const run: CliRun = runCli(args);
+  const run: CliRun = await runCli(args);
   expect(run.code, run.stderr).toBe(1);
   expect(run.stdout).toBe('');
   const message = oneLineError(run);
@@ -76,7 +76,7 @@ function failsCleanly(c: Crafted, args: string[]): string {
   return message;
 }
 
-const exportFails = (c: Crafted): string => failsCleanly(c, ['export', '--model', c.ckpt, '--output', c.out]);
+const exportFails = (c: Crafted): Promise<string> => failsCleanly(c, ['export', '--model', c.ckpt, '--output', c.out]);
 
 const BF16_NAN = 0x7fc0;
 const BF16_INF = 0x7f80;
@@ -85,44 +85,44 @@ const BF16_NEG_INF = 0xff80;
 describe('export refuses a bad model before (or while) reading it, in one line', () => {
   it('control: the unmodified copy exports', async () => {
     const c = await craft(original, async () => {});
-    const run = runCli(['export', '--model', c.ckpt, '--output', c.out, '--quiet']);
+    const run = await runCli(['export', '--model', c.ckpt, '--output', c.out, '--quiet']);
     expect([run.code, run.stderr]).toEqual([0, '']);
     expect(existsSync(join(c.out, 'decoder_init.onnx'))).toBe(true);
   }, 120_000);
 
   it('a NaN decoder weight names the tensor and element', async () => {
     const c = await craft(original, (d) => poke(d, 'thinker.model.layers.1.mlp.up_proj.weight', 5, BF16_NAN), { copyWeights: true });
-    expect(exportFails(c)).toBe(`${c.ckpt}/model.safetensors: tensor thinker.model.layers.1.mlp.up_proj.weight: element 5 is NaN (weights must be finite numbers)`);
+    expect(await exportFails(c)).toBe(`${c.ckpt}/model.safetensors: tensor thinker.model.layers.1.mlp.up_proj.weight: element 5 is NaN (weights must be finite numbers)`);
   }, 120_000);
 
   it('an infinite encoder weight names the tensor and element', async () => {
     const c = await craft(original, (d) => poke(d, 'thinker.audio_tower.conv2d2.weight', 100, BF16_INF), { copyWeights: true });
-    expect(exportFails(c)).toBe(`${c.ckpt}/model.safetensors: tensor thinker.audio_tower.conv2d2.weight: element 100 is Infinity (weights must be finite numbers)`);
+    expect(await exportFails(c)).toBe(`${c.ckpt}/model.safetensors: tensor thinker.audio_tower.conv2d2.weight: element 100 is Infinity (weights must be finite numbers)`);
   }, 120_000);
 
   it('a -Infinity row deep in the embedding (read in row blocks) names the element', async () => {
     const c = await craft(original, (d) => poke(d, 'thinker.model.embed_tokens.weight', 151000 * 96 + 3, BF16_NEG_INF), { copyWeights: true });
-    expect(exportFails(c)).toBe(`${c.ckpt}/model.safetensors: tensor thinker.model.embed_tokens.weight: element ${151000 * 96 + 3} is -Infinity (weights must be finite numbers)`);
+    expect(await exportFails(c)).toBe(`${c.ckpt}/model.safetensors: tensor thinker.model.embed_tokens.weight: element ${151000 * 96 + 3} is -Infinity (weights must be finite numbers)`);
   }, 120_000);
 
   it('a NaN in an -hf checkpoint names the tensor as stored', async () => {
     const c = await craft(hf, (d) => poke(d, 'model.multi_modal_projector.linear_2.weight', 0, BF16_NAN), { copyWeights: true });
-    expect(exportFails(c)).toBe(`${c.ckpt}/model.safetensors: tensor model.multi_modal_projector.linear_2.weight: element 0 is NaN (weights must be finite numbers)`);
+    expect(await exportFails(c)).toBe(`${c.ckpt}/model.safetensors: tensor model.multi_modal_projector.linear_2.weight: element 0 is NaN (weights must be finite numbers)`);
   }, 120_000);
 
   it('a config with fewer decoder layers than the checkpoint names the extra layer', async () => {
     const c = await craft(original, (d) => editConfig(d, (cfg) => { cfg.thinker_config.text_config.num_hidden_layers = 2; }));
-    expect(exportFails(c)).toBe(`${c.ckpt}: tensor thinker.model.layers.2.input_layernorm.weight belongs to decoder layer 2, but config.json thinker_config.text_config.num_hidden_layers is 2 (the checkpoint has decoder layers up to 2)`);
+    expect(await exportFails(c)).toBe(`${c.ckpt}: tensor thinker.model.layers.2.input_layernorm.weight belongs to decoder layer 2, but config.json thinker_config.text_config.num_hidden_layers is 2 (the checkpoint has decoder layers up to 2)`);
   });
 
   it('a config with fewer encoder layers than an -hf checkpoint names the extra layer in -hf terms', async () => {
     const c = await craft(hf, (d) => editConfig(d, (cfg) => { cfg.audio_config.encoder_layers = 1; }));
-    expect(exportFails(c)).toBe(`${c.ckpt}: tensor model.audio_tower.layers.1.fc1.bias belongs to encoder layer 1, but config.json audio_config.encoder_layers is 1 (the checkpoint has encoder layers up to 2)`);
+    expect(await exportFails(c)).toBe(`${c.ckpt}: tensor model.audio_tower.layers.1.fc1.bias belongs to encoder layer 1, but config.json audio_config.encoder_layers is 1 (the checkpoint has encoder layers up to 2)`);
   });
 
   it('num_hidden_layers 1e9 is refused against the tensors present', async () => {
     const c = await craft(original, (d) => editConfig(d, (cfg) => { cfg.thinker_config.text_config.num_hidden_layers = 1e9; }));
-    expect(exportFails(c)).toBe(`${c.ckpt}: config.json thinker_config.text_config.num_hidden_layers is 1000000000, but the checkpoint has decoder layers 0..2 only (tensor thinker.model.layers.3.input_layernorm.weight is missing)`);
+    expect(await exportFails(c)).toBe(`${c.ckpt}: config.json thinker_config.text_config.num_hidden_layers is 1000000000, but the checkpoint has decoder layers 0..2 only (tensor thinker.model.layers.3.input_layernorm.weight is missing)`);
   });
 
   const configCases: Array<[string, (cfg: Record<string, any>) => void, string]> = [
@@ -145,14 +145,14 @@ describe('export refuses a bad model before (or while) reading it, in one line',
   ];
   it.each(configCases)('config.json with %s names the field', async (_what, edit, message) => {
     const c = await craft(original, (d) => editConfig(d, edit));
-    expect(exportFails(c)).toBe(`${c.ckpt}/config.json: ${message}`);
+    expect(await exportFails(c)).toBe(`${c.ckpt}/config.json: ${message}`);
   });
 
   it('an -hf config field is named as the -hf config spells it', async () => {
     const c = await craft(hf, (d) => editConfig(d, (cfg) => { cfg.text_config.rms_norm_eps = 0; }));
-    expect(exportFails(c)).toMatch(new RegExp(`^${c.ckpt}/config\\.json: text_config\\.rms_norm_eps: `));
+    expect(await exportFails(c)).toMatch(new RegExp(`^${c.ckpt}/config\\.json: text_config\\.rms_norm_eps: `));
     const e = await craft(hf, (d) => editConfig(d, (cfg) => { cfg.audio_token_id = 200000; }));
-    expect(exportFails(e)).toBe(`${e.ckpt}/config.json: audio_token_id: 200000 is outside the vocabulary (vocab_size 151936)`);
+    expect(await exportFails(e)).toBe(`${e.ckpt}/config.json: audio_token_id: 200000 is outside the vocabulary (vocab_size 151936)`);
   });
 });
 
@@ -169,7 +169,7 @@ describe('export refuses a corrupt tokenizer before the graphs, in one line nami
       truncated = text.slice(0, Math.floor(text.length / 2));
       await writeFile(join(d, 'vocab.json'), truncated);
     });
-    expect(exportFails(c)).toBe(`${c.ckpt}/vocab.json: not valid JSON (${jsonError(truncated)})`);
+    expect(await exportFails(c)).toBe(`${c.ckpt}/vocab.json: not valid JSON (${jsonError(truncated)})`);
   });
 
   it('a merges.txt with a malformed line', async () => {
@@ -178,7 +178,7 @@ describe('export refuses a corrupt tokenizer before the graphs, in one line nami
       lines[1000] = 'Ġ t h';
       await writeFile(join(d, 'merges.txt'), lines.join('\n'));
     });
-    expect(exportFails(c)).toBe(`${c.ckpt}/merges.txt: malformed merge line "Ġ t h"`);
+    expect(await exportFails(c)).toBe(`${c.ckpt}/merges.txt: malformed merge line "Ġ t h"`);
   });
 
   it('a merges.txt naming tokens the vocabulary lacks (merges from another tokenizer)', async () => {
@@ -187,7 +187,7 @@ describe('export refuses a corrupt tokenizer before the graphs, in one line nami
       lines[3] = 'zqx wvq';
       await writeFile(join(d, 'merges.txt'), lines.join('\n'));
     });
-    expect(exportFails(c)).toBe(`${c.ckpt}/vocab.json / ${c.ckpt}/merges.txt: merge 3 "zqx wvq" uses a token missing from the vocabulary`);
+    expect(await exportFails(c)).toBe(`${c.ckpt}/vocab.json / ${c.ckpt}/merges.txt: merge 3 "zqx wvq" uses a token missing from the vocabulary`);
   });
 
   it('a truncated tokenizer_config.json', async () => {
@@ -197,7 +197,7 @@ describe('export refuses a corrupt tokenizer before the graphs, in one line nami
       truncated = text.slice(0, 300);
       await writeFile(join(d, 'tokenizer_config.json'), truncated);
     });
-    expect(exportFails(c)).toBe(`${c.ckpt}/tokenizer_config.json: not valid JSON (${jsonError(truncated)})`);
+    expect(await exportFails(c)).toBe(`${c.ckpt}/tokenizer_config.json: not valid JSON (${jsonError(truncated)})`);
   });
 
   it('a special token moved away from the id config.json names', async () => {
@@ -207,24 +207,24 @@ describe('export refuses a corrupt tokenizer before the graphs, in one line nami
       cfg.added_tokens_decoder['151676'].content = '<|audio_pad_v2|>';
       await writeFile(file, JSON.stringify(cfg, null, 2));
     });
-    expect(exportFails(c)).toBe(`${c.ckpt}/tokenizer_config.json: id 151676 (config.json audio_token_id) is "<|audio_pad_v2|>", expected "<|audio_pad|>"`);
+    expect(await exportFails(c)).toBe(`${c.ckpt}/tokenizer_config.json: id 151676 (config.json audio_token_id) is "<|audio_pad_v2|>", expected "<|audio_pad|>"`);
   });
 
   it('a config naming another id for a special token', async () => {
     const c = await craft(original, (d) => editConfig(d, (cfg) => { cfg.thinker_config.audio_start_token_id = 151671; }));
-    expect(exportFails(c)).toBe(`${c.ckpt}/tokenizer_config.json: id 151671 (config.json audio_start_token_id) is "<tts_pad>", expected "<|audio_start|>"`);
+    expect(await exportFails(c)).toBe(`${c.ckpt}/tokenizer_config.json: id 151671 (config.json audio_start_token_id) is "<tts_pad>", expected "<|audio_start|>"`);
   });
 
   it('a checkpoint without any tokenizer', async () => {
     const c = await craft(original, async (d) => {
       for (const f of ['vocab.json', 'merges.txt']) await rm(join(d, f));
     });
-    expect(exportFails(c)).toBe(`${c.ckpt}: no tokenizer (expected vocab.json + merges.txt, or tokenizer.json)`);
+    expect(await exportFails(c)).toBe(`${c.ckpt}: no tokenizer (expected vocab.json + merges.txt, or tokenizer.json)`);
   });
 
   it('vocab.json without merges.txt', async () => {
     const c = await craft(original, (d) => rm(join(d, 'merges.txt')));
-    expect(exportFails(c)).toBe(`${c.ckpt}/vocab.json: merges.txt is missing beside it (a byte-level BPE tokenizer needs both)`);
+    expect(await exportFails(c)).toBe(`${c.ckpt}/vocab.json: merges.txt is missing beside it (a byte-level BPE tokenizer needs both)`);
   });
 
   it('an -hf tokenizer.json cut short', async () => {
@@ -234,7 +234,7 @@ describe('export refuses a corrupt tokenizer before the graphs, in one line nami
       truncated = text.slice(0, text.length - 1000);
       await writeFile(join(d, 'tokenizer.json'), truncated);
     });
-    expect(exportFails(c)).toBe(`${c.ckpt}/tokenizer.json: not valid JSON (${jsonError(truncated)})`);
+    expect(await exportFails(c)).toBe(`${c.ckpt}/tokenizer.json: not valid JSON (${jsonError(truncated)})`);
   });
 
   it('an -hf tokenizer.json whose added tokens lack <asr_text>', async () => {
@@ -244,7 +244,7 @@ describe('export refuses a corrupt tokenizer before the graphs, in one line nami
       tj.added_tokens = tj.added_tokens.filter((t) => t.content !== '<asr_text>');
       await writeFile(file, JSON.stringify(tj));
     });
-    expect(exportFails(c)).toBe(`${c.ckpt}/tokenizer.json (derived tokenizer_config.json): id 151704 (asr_text) is not a token, expected "<asr_text>"`);
+    expect(await exportFails(c)).toBe(`${c.ckpt}/tokenizer.json (derived tokenizer_config.json): id 151704 (asr_text) is not a token, expected "<asr_text>"`);
   });
 });
 
@@ -262,7 +262,7 @@ describe('quantize on a model directory with a NaN weight', () => {
     const data = await readFile(where.file);
     data.writeFloatLE(NaN, where.offset + 4 * 7); // k = 0, n = 7
     await writeFile(where.file, data);
-    const message = failsCleanly({ root, ckpt: modelDir, out: join(root, 'out') }, ['quantize', '--model-dir', modelDir]);
+    const message = await failsCleanly({ root, ckpt: modelDir, out: join(root, 'out') }, ['quantize', '--model-dir', modelDir]);
     expect(message).toBe('thinker.model.layers.1.mlp.down_proj.weight: weight column 7, block 0 is not finite (NaN or infinity); a model directory\'s weights must be finite numbers');
   }, 180_000);
 });

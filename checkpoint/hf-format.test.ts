@@ -63,7 +63,7 @@ describe('original and -hf checkpoints of one model', () => {
     // And the archives (fp32 variant) are identical too.
     const dist = { original: fresh('dist-original'), hf: fresh('dist-hf') };
     for (const [which, dir] of [['original', fromOriginal], ['hf', fromHf]] as const) {
-      const run = runCli(['package', '--model-dir', dir, '--variant', 'fp32', '--output', dist[which]]);
+      const run = await runCli(['package', '--model-dir', dir, '--variant', 'fp32', '--output', dist[which]]);
       expect(run.stderr, which).toBe('');
       expect(run.code, which).toBe(0);
     }

@@ -9,7 +9,7 @@ import { tinyCheckpointDir, tinyModelDir } from '../fixtures/test-support.js';
 import { sweepDeadRunDebris } from '../common/debris.js';
 import { settleModelDir } from '../model-dir/files.js';
 import {
-  debrisIn, oneLineError, runCli, runCliAndKill, snapshotTree, treeChanges, withTmpfs,
+  type CliRun, debrisIn, oneLineError, runCli, runCliAndKill, snapshotTree, treeChanges, withTmpfs,
 } from '../fixtures/hostile-support.js';
 
 /**
@@ -37,9 +37,9 @@ async function freshDir(name: string): Promise<string> {
 }
 
 /** Runs a command that must fail and checks the failure contract on the folder `watched`. */
-function expectRefusal(args: string[], watched: string, message: RegExp): void {
+async function expectRefusal(args: string[], watched: string, message: RegExp): Promise<void> {
   const before = snapshotTree(watched);
-  const r = runCli(args);
+  const r = await runCli(args);
   expect(r.code, r.stderr).toBe(1);
   expect(oneLineError(r)).toMatch(message);
   expect(treeChanges(before, snapshotTree(watched))).toEqual([]);
@@ -51,7 +51,7 @@ describe('export never deletes or replaces what it did not write', () => {
     const sac2 = await freshDir('sac2');
     await cp(ckpt, join(sac2, 'ckpt'), { recursive: true });
     await writeFile(join(sac2, 'thesis.tex'), '\\documentclass{article}');
-    expectRefusal(['export', '--model', join(sac2, 'ckpt'), '--output', sac2, '--overwrite'], sac2,
+    await expectRefusal(['export', '--model', join(sac2, 'ckpt'), '--output', sac2, '--overwrite'], sac2,
       /^--output .*sac2: contains the input --model .*ckpt; choose another output$/);
   });
 
@@ -59,11 +59,11 @@ describe('export never deletes or replaces what it did not write', () => {
     const d = await freshDir('same');
     await cp(ckpt, join(d, 'ckpt'), { recursive: true });
     const c = join(d, 'ckpt');
-    expectRefusal(['export', '--model', c, '--output', c, '--overwrite'], d, /: is the input --model .*; choose another output$/);
-    expectRefusal(['export', '--model', c, '--output', join(c, 'onnx')], d, /: lies inside the input --model /);
+    await expectRefusal(['export', '--model', c, '--output', c, '--overwrite'], d, /: is the input --model .*; choose another output$/);
+    await expectRefusal(['export', '--model', c, '--output', join(c, 'onnx')], d, /: lies inside the input --model /);
     // Through a symbolic link too.
     execFileSync('ln', ['-s', c, join(d, 'link')]);
-    expectRefusal(['export', '--model', join(d, 'link'), '--output', join(c, 'out')], d, /: lies inside the input --model /);
+    await expectRefusal(['export', '--model', join(d, 'link'), '--output', join(c, 'out')], d, /: lies inside the input --model /);
   });
 
   it('--overwrite replaces only a model directory it wrote, with nothing foreign in it', async () => {
@@ -71,18 +71,18 @@ describe('export never deletes or replaces what it did not write', () => {
     const out = join(d, 'model');
     await cp(model, out, { recursive: true });
     await writeFile(join(out, 'notes.txt'), 'my notes');
-    expectRefusal(['export', '--model', ckpt, '--output', out, '--overwrite'], d,
+    await expectRefusal(['export', '--model', ckpt, '--output', out, '--overwrite'], d,
       /^--output .*model: holds notes\.txt, which qwen3-onnx did not write; refusing to replace the directory \(move it away first\)$/);
 
     const plain = join(d, 'plain');
     await mkdir(plain);
     await writeFile(join(plain, 'data.csv'), '1,2,3');
-    expectRefusal(['export', '--model', ckpt, '--output', plain, '--overwrite'], d,
+    await expectRefusal(['export', '--model', ckpt, '--output', plain, '--overwrite'], d,
       /^--output .*plain: not a model directory written by qwen3-onnx \(no export-record\.json\); refusing to replace it$/);
-    expectRefusal(['export', '--model', ckpt, '--output', plain], d, /directory exists and is not empty \(pass --overwrite to replace it\)$/);
+    await expectRefusal(['export', '--model', ckpt, '--output', plain], d, /directory exists and is not empty \(pass --overwrite to replace it\)$/);
 
     await rm(join(out, 'notes.txt'));
-    const r = runCli(['export', '--model', ckpt, '--output', out, '--overwrite', '--quiet']);
+    const r = await runCli(['export', '--model', ckpt, '--output', out, '--overwrite', '--quiet']);
     expect(r.code, r.stderr).toBe(0);
     expect(readdirSync(d).sort()).toEqual(['model', 'plain']);
     expect(debrisIn(d)).toEqual([]);
@@ -93,19 +93,19 @@ describe('export never deletes or replaces what it did not write', () => {
     const thesis = join(d, 'thesis');
     await mkdir(thesis);
     await writeFile(join(thesis, 'thesis.tex'), 'chapter 1');
-    expectRefusal(['fixtures', '--preset', 'tiny', '--output', thesis, '--force'], d,
+    await expectRefusal(['fixtures', '--preset', 'tiny', '--output', thesis, '--force'], d,
       /^--output .*thesis: holds thesis\.tex, which qwen3-onnx fixtures did not write; refusing to replace the directory$/);
     // A checkpoint-shaped folder whose weights lack the fixture mark (a real download, say).
     const real = join(d, 'real');
     await mkdir(real);
     await writeFile(join(real, 'config.json'), '{}');
     await writeSafetensors(join(real, 'model.safetensors'), [{ name: 'w', dtype: 'BF16', shape: [2], chunks: function* () { yield new Uint8Array(4); } }]);
-    expectRefusal(['fixtures', '--preset', 'tiny', '--output', real, '--force'], d,
+    await expectRefusal(['fixtures', '--preset', 'tiny', '--output', real, '--force'], d,
       /^--output .*real: not a checkpoint written by qwen3-onnx fixtures; refusing to replace it$/);
     // Its own output it replaces.
     const own = join(d, 'own');
-    expect(runCli(['fixtures', '--preset', 'tiny', '--output', own, '--quiet']).code).toBe(0);
-    const r = runCli(['fixtures', '--preset', 'tiny', '--seed', '3', '--output', own, '--force', '--quiet']);
+    expect((await runCli(['fixtures', '--preset', 'tiny', '--output', own, '--quiet'])).code).toBe(0);
+    const r = await runCli(['fixtures', '--preset', 'tiny', '--seed', '3', '--output', own, '--force', '--quiet']);
     expect(r.code, r.stderr).toBe(0);
     expect(readdirSync(d).sort()).toEqual(['own', 'real', 'thesis']);
   });
@@ -113,15 +113,15 @@ describe('export never deletes or replaces what it did not write', () => {
   it('an output path that is a file, or under a file, is one line before any work', async () => {
     const d = await freshDir('file-out');
     await writeFile(join(d, 'out'), 'a file');
-    expectRefusal(['export', '--model', ckpt, '--output', join(d, 'out')], d, /^--output .*out: exists and is not a directory$/);
-    expectRefusal(['export', '--model', ckpt, '--output', join(d, 'out', 'x')], d, /out is not a directory|exists and is not a directory/);
+    await expectRefusal(['export', '--model', ckpt, '--output', join(d, 'out')], d, /^--output .*out: exists and is not a directory$/);
+    await expectRefusal(['export', '--model', ckpt, '--output', join(d, 'out', 'x')], d, /out is not a directory|exists and is not a directory/);
   });
 });
 
 describe('I/O failures are one line naming the path, with the temp files removed', () => {
   it('export onto a full disk', async () => {
     await withTmpfs(5, async (disk) => {
-      const r = runCli(['export', '--model', ckpt, '--output', join(disk, 'model')]);
+      const r = await runCli(['export', '--model', ckpt, '--output', join(disk, 'model')]);
       expect(r.code).toBe(1);
       expect(oneLineError(r)).toMatch(/^cannot write .*: no space left on device$/);
       expect(readdirSync(disk)).toEqual([]);
@@ -130,7 +130,7 @@ describe('I/O failures are one line naming the path, with the temp files removed
 
   it('fixtures onto a full disk', async () => {
     await withTmpfs(5, async (disk) => {
-      const r = runCli(['fixtures', '--preset', 'tiny', '--output', join(disk, 'ckpt')]);
+      const r = await runCli(['fixtures', '--preset', 'tiny', '--output', join(disk, 'ckpt')]);
       expect(r.code).toBe(1);
       expect(oneLineError(r)).toMatch(/: no space left on device$/);
       expect(readdirSync(disk)).toEqual([]);
@@ -143,7 +143,7 @@ describe('I/O failures are one line naming the path, with the temp files removed
       const dir = join(disk, 'model');
       await cp(model, dir, { recursive: true });
       const before = snapshotTree(disk);
-      const r = runCli(['quantize', '--model-dir', dir, '--threads', '1']);
+      const r = await runCli(['quantize', '--model-dir', dir, '--threads', '1']);
       expect(r.code).toBe(1);
       expect(oneLineError(r)).toMatch(/^cannot write .*: no space left on device$/);
       expect(treeChanges(before, snapshotTree(disk))).toEqual([]);
@@ -153,7 +153,7 @@ describe('I/O failures are one line naming the path, with the temp files removed
 
   it('a read-only file system and a folder without write permission', async () => {
     await withTmpfs(1, async (ro) => {
-      const r = runCli(['export', '--model', ckpt, '--output', join(ro, 'model')]);
+      const r = await runCli(['export', '--model', ckpt, '--output', join(ro, 'model')]);
       expect(r.code).toBe(1);
       expect(oneLineError(r)).toMatch(/^--output .*model: .* is not writable \(permission denied or read-only file system\)$/);
     }, { parent: work, readOnly: true });
@@ -161,7 +161,7 @@ describe('I/O failures are one line naming the path, with the temp files removed
     const d = await freshDir('no-write');
     await chmod(work, 0o755);
     await chmod(d, 0o555);
-    const r = runCli(['export', '--model', ckpt, '--output', join(d, 'model')], { uid: 65534 });
+    const r = await runCli(['export', '--model', ckpt, '--output', join(d, 'model')], { uid: 65534 });
     expect(r.code).toBe(1);
     expect(oneLineError(r)).toMatch(/is not writable \(permission denied or read-only file system\)$/);
     await chmod(d, 0o755);
@@ -187,7 +187,7 @@ describe('interrupts clean up; kills are swept by the next run', () => {
     const r = await runCliAndKill(['export', '--model', ckpt, '--output', join(d, 'model')], { signal: 'SIGKILL', when: () => stagingIn(d) });
     expect(r.signal).toBe('SIGKILL');
     expect(debrisIn(d).length).toBeGreaterThan(0);
-    const again = runCli(['export', '--model', ckpt, '--output', join(d, 'other'), '--quiet']);
+    const again = await runCli(['export', '--model', ckpt, '--output', join(d, 'other'), '--quiet']);
     expect(again.code, again.stderr).toBe(0);
     expect(readdirSync(d)).toEqual(['other']);
   });
@@ -196,11 +196,11 @@ describe('interrupts clean up; kills are swept by the next run', () => {
     const d = await freshDir('kill-export');
     const out = join(d, 'model');
     const ref = join(d, 'ref');
-    expect(runCli(['export', '--model', ckpt, '--output', ref, '--quiet']).code).toBe(0);
+    expect((await runCli(['export', '--model', ckpt, '--output', ref, '--quiet'])).code).toBe(0);
     const newState = snapshotTree(ref);
     await rm(ref, { recursive: true });
     // The old state differs from the new one (float32 embed table), so a mix would show.
-    expect(runCli(['export', '--model', ckpt, '--output', out, '--embed-dtype', 'float32', '--quiet']).code).toBe(0);
+    expect((await runCli(['export', '--model', ckpt, '--output', out, '--embed-dtype', 'float32', '--quiet'])).code).toBe(0);
     const oldState = snapshotTree(out);
     const seen = new Set<string>();
     for (const afterMs of [300, 900, 1500, 2200, 3000, 4500]) {
@@ -212,7 +212,7 @@ describe('interrupts clean up; kills are swept by the next run', () => {
       const state = treeChanges(oldState, now).length === 0 ? 'old' : treeChanges(newState, now).length === 0 ? 'new' : null;
       expect(state, `after ${afterMs} ms (exit ${r.code ?? r.signal}): ${treeChanges(oldState, now).join(', ')}`).not.toBeNull();
       seen.add(state!);
-      if (state === 'new') expect(runCli(['export', '--model', ckpt, '--output', out, '--embed-dtype', 'float32', '--overwrite', '--quiet']).code).toBe(0);
+      if (state === 'new') expect((await runCli(['export', '--model', ckpt, '--output', out, '--embed-dtype', 'float32', '--overwrite', '--quiet'])).code).toBe(0);
     }
     expect(seen.has('old')).toBe(true);
   });
@@ -224,10 +224,10 @@ describe('interrupts clean up; kills are swept by the next run', () => {
     // Reference states: the block-32 set that is there, and the block-128 set a full run makes.
     const ref = join(d, 'ref');
     await cp(model, ref, { recursive: true });
-    expect(runCli(['quantize', '--model-dir', ref, '--block-size', '128', '--quiet']).code).toBe(0);
+    expect((await runCli(['quantize', '--model-dir', ref, '--block-size', '128', '--quiet'])).code).toBe(0);
     const newState = snapshotTree(ref);
     await rm(ref, { recursive: true });
-    expect(runCli(['quantize', '--model-dir', dir, '--block-size', '32', '--quiet']).code).toBe(0);
+    expect((await runCli(['quantize', '--model-dir', dir, '--block-size', '32', '--quiet'])).code).toBe(0);
     const oldState = snapshotTree(dir);
     expect(newState.get('decoder_weights.int4.data')).not.toBe(oldState.get('decoder_weights.int4.data'));
 
@@ -243,7 +243,7 @@ describe('interrupts clean up; kills are swept by the next run', () => {
       seen.add(state!);
       if (state === 'new') {
         // Back to the old set for the next round.
-        expect(runCli(['quantize', '--model-dir', dir, '--block-size', '32', '--quiet']).code).toBe(0);
+        expect((await runCli(['quantize', '--model-dir', dir, '--block-size', '32', '--quiet'])).code).toBe(0);
       }
     }
     expect(seen.has('old')).toBe(true);
@@ -254,7 +254,7 @@ describe('interrupts clean up; kills are swept by the next run', () => {
     const dir = join(d, 'model');
     await cp(model, dir, { recursive: true });
     const lockFile = join(dir, '.qwen3-onnx.lock');
-    let second: ReturnType<typeof runCli> | undefined;
+    let second: Promise<CliRun> | undefined;
     const first = await runCliAndKill(['quantize', '--model-dir', dir, '--threads', '1', '--quiet'], {
       signal: 'SIGCONT', // harmless: this "kill" only marks the moment the second run starts
       when: () => {
@@ -264,15 +264,17 @@ describe('interrupts clean up; kills are swept by the next run', () => {
       },
     });
     expect(first.code, first.stderr).toBe(0);
-    expect(second?.code).toBe(1);
-    expect(oneLineError(second!)).toMatch(/model: another qwen3-onnx run \(pid \d+\) is writing this model directory; wait for it to finish$/);
+    expect(second).toBeDefined();
+    const refused = await second!;
+    expect(refused.code).toBe(1);
+    expect(oneLineError(refused)).toMatch(/model: another qwen3-onnx run \(pid \d+\) is writing this model directory; wait for it to finish$/);
     expect(existsSync(lockFile)).toBe(false);
     expect(existsSync(join(dir, 'decoder_step.int8.onnx'))).toBe(false);
 
     // A lock whose process is gone does not block anyone.
     const dead = execFileSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
     await writeFile(lockFile, `${dead}\n`);
-    const r = runCli(['quantize', '--model-dir', dir, '--bits', '8', '--quiet']);
+    const r = await runCli(['quantize', '--model-dir', dir, '--bits', '8', '--quiet']);
     expect(r.code, r.stderr).toBe(0);
     expect(existsSync(lockFile)).toBe(false);
     expect(JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')).quantization).toMatchObject({ decoder_init: expect.any(String), 'decoder_init.int8': expect.any(String) });
@@ -291,9 +293,9 @@ describe('flags are bounded and unknown ones are named', () => {
     ['an unknown command', ['exprot'], /^unknown command 'exprot'/],
   ];
   for (const [what, args, message] of cases) {
-    it(`${what}: one line, exit 1`, () => {
+    it(`${what}: one line, exit 1`, async () => {
       const d = join(work, 'flags');
-      const r = runCli(args, { cwd: existsSync(d) ? d : work });
+      const r = await runCli(args, { cwd: existsSync(d) ? d : work });
       expect(r.code).toBe(1);
       expect(oneLineError(r)).toMatch(message);
       expect(r.stdout).toBe('');
@@ -306,7 +308,7 @@ describe('build refuses an output that overlaps its checkpoint', () => {
     const d = await freshDir('build-overlap');
     await cp(ckpt, join(d, 'ckpt'), { recursive: true });
     await writeFile(join(d, 'notes.md'), 'mine');
-    expectRefusal(['build', '--model', join(d, 'ckpt'), '--output', d], d, /^--output .*build-overlap: contains the input --model .*ckpt; choose another output$/);
-    expectRefusal(['build', '--model', join(d, 'ckpt'), '--output', join(d, 'ckpt', 'out')], d, /: lies inside the input --model /);
+    await expectRefusal(['build', '--model', join(d, 'ckpt'), '--output', d], d, /^--output .*build-overlap: contains the input --model .*ckpt; choose another output$/);
+    await expectRefusal(['build', '--model', join(d, 'ckpt'), '--output', join(d, 'ckpt', 'out')], d, /: lies inside the input --model /);
   });
 });

@@ -33,7 +33,7 @@ let newAddDist: string;
 let newReplaceDist: string;
 
 const env = (): NodeJS.ProcessEnv => ({ TMPDIR: childTmp });
-const cli = (args: string[]): CliRun => runCli(args, { env: env() });
+const cli = (args: string[]): Promise<CliRun> => runCli(args, { env: env() });
 const packageArgs = (modelDir: string, out: string, ...more: string[]): string[] =>
   ['package', '--model-dir', modelDir, '--output', out, '--size-label', 'tiny', ...more];
 const addArgs = (out: string): string[] => ['package', '--model-dir', model, '--output', out, '--size-label', 'other'];
@@ -75,10 +75,10 @@ async function truncateFile(path: string, bytes: number): Promise<string> {
  * files in the child's TMPDIR or in any watched folder (beyond those a case planted), and every
  * watched folder unchanged.
  */
-function expectRefused(args: string[], message: string | RegExp, watched: string[]): void {
+async function expectRefused(args: string[], message: string | RegExp, watched: string[]): Promise<void> {
   const before = watched.map((d) => snapshotTree(d));
   const debrisBefore = watched.map((d) => debrisIn(d));
-  const run = cli(args);
+  const run = await cli(args);
   expect(run.code, run.stderr).toBe(1);
   if (typeof message === 'string') expect(oneLineError(run)).toBe(message);
   else expect(oneLineError(run)).toMatch(message);
@@ -89,8 +89,8 @@ function expectRefused(args: string[], message: string | RegExp, watched: string
   expect(readdirSync(childTmp)).toEqual([]);
 }
 
-function expectOk(args: string[]): CliRun {
-  const run = cli(args);
+async function expectOk(args: string[]): Promise<CliRun> {
+  const run = await cli(args);
   expect(run.code, run.stderr).toBe(0);
   return run;
 }
@@ -189,16 +189,16 @@ beforeAll(async () => {
   model = join(work, 'model');
   await cp(await tinyModelDir(), model, { recursive: true });
   oldDist = join(work, 'old-dist');
-  expectOk(packageArgs(model, oldDist));
+  await expectOk(packageArgs(model, oldDist));
   goodUnpacked = join(work, 'good-unpacked');
   await mkdir(goodUnpacked);
   execFileSync('tar', ['-xzf', join(oldDist, `${NAME}.tar.gz`), '-C', goodUnpacked]);
   newAddDist = join(work, 'new-add-dist');
   await cp(oldDist, newAddDist, { recursive: true });
-  expectOk(addArgs(newAddDist));
+  await expectOk(addArgs(newAddDist));
   newReplaceDist = join(work, 'new-replace-dist');
   await cp(oldDist, newReplaceDist, { recursive: true });
-  expectOk(replaceArgs(newReplaceDist));
+  await expectOk(replaceArgs(newReplaceDist));
 }, 300_000);
 
 afterAll(async () => {
@@ -212,7 +212,7 @@ describe('package refuses a bad model in one line, before onnxruntime, touching 
   const refusedModel = async (name: string, edit: (dir: string) => Promise<string | void>, message: (dir: string, note: string | void) => string): Promise<void> => {
     let note: string | void = undefined;
     const dir = await modelCopy(name, async (d) => { note = await edit(d); await breakForOrt(d); });
-    expectRefused(packageArgs(dir, oldDist), message(dir, note), [dir, oldDist]);
+    await expectRefused(packageArgs(dir, oldDist), message(dir, note), [dir, oldDist]);
   };
 
   it('config.json whose vocab_size disagrees with the embedding table', async () => {
@@ -278,26 +278,26 @@ describe('package checks the output path before onnxruntime', () => {
     ortBroken = await modelCopy('ort-broken', breakForOrt);
   });
 
-  it('the broken model really is refused by onnxruntime (so the cases below can fail)', () => {
+  it('the broken model really is refused by onnxruntime (so the cases below can fail)', async () => {
     // The output folder it creates for the run is removed again: `outs` stays as it was.
     const out = join(outs, 'ort-broken-out');
-    expectRefused(packageArgs(ortBroken, out), new RegExp(`^${ortBroken.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/encoder\\.onnx: onnxruntime cannot load it \\(.+\\)$`), [ortBroken, outs]);
+    await expectRefused(packageArgs(ortBroken, out), new RegExp(`^${ortBroken.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/encoder\\.onnx: onnxruntime cannot load it \\(.+\\)$`), [ortBroken, outs]);
   });
 
   it('an output that is an existing file', async () => {
     const file = join(outs, 'a-file');
     await writeFile(file, 'not a folder');
-    expectRefused(packageArgs(ortBroken, file), `--output ${file}: ${file} exists and is not a directory`, [ortBroken, outs]);
+    await expectRefused(packageArgs(ortBroken, file), `--output ${file}: ${file} exists and is not a directory`, [ortBroken, outs]);
   });
 
   it('an output below a file', async () => {
     const file = join(outs, 'another-file');
     await writeFile(file, 'x');
-    expectRefused(packageArgs(ortBroken, join(file, 'dist')), `--output ${join(file, 'dist')}: ${file} exists and is not a directory`, [ortBroken, outs]);
+    await expectRefused(packageArgs(ortBroken, join(file, 'dist')), `--output ${join(file, 'dist')}: ${file} exists and is not a directory`, [ortBroken, outs]);
   });
 
-  it('an output that is the model directory', () => {
-    expectRefused(packageArgs(ortBroken, ortBroken), `--output ${ortBroken}: is the input --model-dir ${ortBroken}; choose another output`, [ortBroken]);
+  it('an output that is the model directory', async () => {
+    await expectRefused(packageArgs(ortBroken, ortBroken), `--output ${ortBroken}: is the input --model-dir ${ortBroken}; choose another output`, [ortBroken]);
   });
 
   it('a read-only output folder (as an unprivileged user: root writes anywhere)', async () => {
@@ -325,9 +325,9 @@ describe('package output folder: lock, dead runs, and interruptions', () => {
     const dist = join(work, 'locked');
     await cp(oldDist, dist, { recursive: true });
     await writeFile(join(dist, '.qwen3-onnx.lock'), `${process.pid}\n`);
-    expectRefused(addArgs(dist), `${dist}: another qwen3-onnx run (pid ${process.pid}) is writing this model directory; wait for it to finish`, [dist, model]);
+    await expectRefused(addArgs(dist), `${dist}: another qwen3-onnx run (pid ${process.pid}) is writing this model directory; wait for it to finish`, [dist, model]);
     await writeFile(join(dist, '.qwen3-onnx.lock'), `${deadPid()}\n`);
-    expectOk(addArgs(dist));
+    await expectOk(addArgs(dist));
     expect(treeChanges(snapshotTree(newAddDist), snapshotTree(dist))).toEqual([]);
   });
 
@@ -341,10 +341,10 @@ describe('package output folder: lock, dead runs, and interruptions', () => {
     await rename(join(staging, 'SHA256SUMS'), join(dist, 'SHA256SUMS')); // killed after the first rename
     const pending = `an interrupted package run left qwen3-asr-other-fp32.manifest.json, qwen3-asr-other-fp32.tar.gz half switched in (${basename(staging)}); run qwen3-onnx package again with the same output to finish it`;
     const other = join(dist, 'qwen3-asr-other-fp32.tar.gz');
-    expectRefused(['verify-package', other], `${other}: ${pending}`, [dist]);
-    expectRefused(['publish', '--dist', dist, '--repo', 'someone/x', '--dry-run'], `${dist}: ${pending}`, [dist]);
-    expectOk(['verify-package', join(dist, `${NAME}.tar.gz`)]); // the archive it does not name is fine
-    expectOk(addArgs(dist));
+    await expectRefused(['verify-package', other], `${other}: ${pending}`, [dist]);
+    await expectRefused(['publish', '--dist', dist, '--repo', 'someone/x', '--dry-run'], `${dist}: ${pending}`, [dist]);
+    await expectOk(['verify-package', join(dist, `${NAME}.tar.gz`)]); // the archive it does not name is fine
+    await expectOk(addArgs(dist));
     expect(treeChanges(snapshotTree(newAddDist), snapshotTree(dist))).toEqual([]);
   });
 
@@ -401,16 +401,16 @@ describe('package output folder: lock, dead runs, and interruptions', () => {
         expect(run.signal).toBe('SIGKILL');
         // Killed before its commit mark, so the final-named files are the old ones; debris is left.
         expect(matches(withoutDebris(dist)), treeChanges(oldState, withoutDebris(dist)).join(', ')).toBe(true);
-        for (const a of readdirSync(dist).filter((f) => f.endsWith('.tar.gz'))) expectOk(['verify-package', join(dist, a)]);
+        for (const a of readdirSync(dist).filter((f) => f.endsWith('.tar.gz'))) await expectOk(['verify-package', join(dist, a)]);
         // The next run sweeps the dead run's staging folder and lock, and finishes the job.
-        expectOk(args);
+        await expectOk(args);
       } else {
         const code = { SIGTERM: 143, SIGINT: 130 }[c.signal as 'SIGTERM' | 'SIGINT'];
         expect(run.code, run.stderr).toBe(code);
         expect(oneLineError(run)).toBe(`interrupted (${c.signal}); partial output removed`);
         expect(debrisIn(dist)).toEqual([]);
         expect(matches(snapshotTree(dist)), treeChanges(oldState, snapshotTree(dist)).join(', ')).toBe(true);
-        expectOk(args);
+        await expectOk(args);
       }
       expect(treeChanges(newState, snapshotTree(dist))).toEqual([]);
       expect(readdirSync(childTmp)).toEqual([]);
@@ -428,46 +428,46 @@ describe('verify-package on a lone archive', () => {
     tar[at] ^= 0x01;
     const archive = join(dir, `${NAME}.tar.gz`);
     await writeFile(archive, gzipSync(tar, { level: 1 })); // a valid gzip stream: only the member checksum can tell
-    expectRefused(['verify-package', archive], `${archive}: decoder_weights.data does not match its manifest checksum (tampered or corrupt)`, [dir]);
+    await expectRefused(['verify-package', archive], `${archive}: decoder_weights.data does not match its manifest checksum (tampered or corrupt)`, [dir]);
   });
 
   it('passes the same archive repacked by GNU tar in PAX format (read, not called corrupt)', async () => {
     const archive = await repack(join(work, 'lone-pax'), async () => {});
     expect(gunzipSync(await readFile(archive)).includes(Buffer.from('PaxHeaders'))).toBe(true);
-    const run = expectOk(['verify-package', archive]);
+    const run = await expectOk(['verify-package', archive]);
     expect(run.stdout).toBe(`OK ${archive}: 12 files, variant fp32, checksums match the manifest inside (no manifest beside it)\n`);
   });
 
   it('refuses an archive without its manifest inside', async () => {
     const archive = await repack(join(work, 'lone-no-manifest'), async () => {}, { keepManifestInside: false });
-    expectRefused(['verify-package', archive],
+    await expectRefused(['verify-package', archive],
       `${archive}: no ${NAME}/manifest.json inside (not written by qwen3-onnx package, or by a version before archives carried their manifest)`, [join(work, 'lone-no-manifest')]);
   });
 
   it('refuses an edited member whose manifest inside was not updated', async () => {
     const archive = await repack(join(work, 'lone-stale-manifest'), (top) => editJson(join(top, 'config.json'), (j) => { j.decoder.rope_theta = 10000; }), { fixManifest: false });
-    expectRefused(['verify-package', archive], `${archive}: config.json does not match its manifest checksum (tampered or corrupt)`, [join(work, 'lone-stale-manifest')]);
+    await expectRefused(['verify-package', archive], `${archive}: config.json does not match its manifest checksum (tampered or corrupt)`, [join(work, 'lone-stale-manifest')]);
   });
 
   it('refuses vocab_size 7 beside a 151936-row table even when the manifests were redone to match', async () => {
     const archive = await repack(join(work, 'lone-vocab7'), (top) => editJson(join(top, 'config.json'), (j) => { j.decoder.vocab_size = 7; }));
-    expectRefused(['verify-package', archive], `${archive}: ${NAME}/config.json: decoder.vocab_size 7 disagrees with embed_tokens_shape [151936, 96]`, [join(work, 'lone-vocab7')]);
+    await expectRefused(['verify-package', archive], `${archive}: ${NAME}/config.json: decoder.vocab_size 7 disagrees with embed_tokens_shape [151936, 96]`, [join(work, 'lone-vocab7')]);
   });
 
   it('refuses a truncated vocab.json and a broken merges.txt inside', async () => {
     let text = '';
     const a = await repack(join(work, 'lone-short-vocab'), async (top) => { text = await truncateFile(join(top, 'vocab.json'), 100_000); });
-    expectRefused(['verify-package', a], `${a}: ${NAME}/vocab.json: not valid JSON (${jsonError(text)})`, [join(work, 'lone-short-vocab')]);
+    await expectRefused(['verify-package', a], `${a}: ${NAME}/vocab.json: not valid JSON (${jsonError(text)})`, [join(work, 'lone-short-vocab')]);
     const b = await repack(join(work, 'lone-bad-merges'), (top) => writeFile(join(top, 'merges.txt'), '#version: 0.2\nĠ t\nthree part line\n'));
-    expectRefused(['verify-package', b], `${b}: ${NAME}/merges.txt: malformed merge line "three part line"`, [join(work, 'lone-bad-merges')]);
+    await expectRefused(['verify-package', b], `${b}: ${NAME}/merges.txt: malformed merge line "three part line"`, [join(work, 'lone-bad-merges')]);
   });
 });
 
 describe('publish --dry-run checks what it would upload', () => {
   const publishArgs = (dist: string): string[] => ['publish', '--dist', dist, '--repo', 'someone/x', '--dry-run'];
 
-  it('passes a good package folder, listing what it would upload', () => {
-    const run = expectOk(publishArgs(oldDist));
+  it('passes a good package folder, listing what it would upload', async () => {
+    const run = await expectOk(publishArgs(oldDist));
     expect(run.stdout.split('\n').filter(Boolean).map((l) => l.split('  ')[0])).toEqual([
       `would upload ${NAME}.tar.gz`, `would upload ${NAME}.manifest.json`, 'would upload SHA256SUMS',
     ]);
@@ -476,25 +476,25 @@ describe('publish --dry-run checks what it would upload', () => {
   it('refuses vocab_size 7 beside a 151936-row table, with manifests and SHA256SUMS redone to match', async () => {
     const dist = join(work, 'pub-vocab7');
     const archive = await repack(dist, (top) => editJson(join(top, 'config.json'), (j) => { j.decoder.vocab_size = 7; }), { beside: true });
-    expectRefused(publishArgs(dist), `${archive}: ${NAME}/config.json: decoder.vocab_size 7 disagrees with embed_tokens_shape [151936, 96]`, [dist]);
+    await expectRefused(publishArgs(dist), `${archive}: ${NAME}/config.json: decoder.vocab_size 7 disagrees with embed_tokens_shape [151936, 96]`, [dist]);
   });
 
   it('refuses a truncated vocab.json and a broken tokenizer_config.json', async () => {
     let text = '';
     const a = join(work, 'pub-short-vocab');
     const archiveA = await repack(a, async (top) => { text = await truncateFile(join(top, 'vocab.json'), 100_000); }, { beside: true });
-    expectRefused(publishArgs(a), `${archiveA}: ${NAME}/vocab.json: not valid JSON (${jsonError(text)})`, [a]);
+    await expectRefused(publishArgs(a), `${archiveA}: ${NAME}/vocab.json: not valid JSON (${jsonError(text)})`, [a]);
     const b = join(work, 'pub-bad-tokenizer-config');
     const archiveB = await repack(b, async (top) => { text = await truncateFile(join(top, 'tokenizer_config.json'), 3000); }, { beside: true });
-    expectRefused(publishArgs(b), `${archiveB}: ${NAME}/tokenizer_config.json: not valid JSON (${jsonError(text)})`, [b]);
+    await expectRefused(publishArgs(b), `${archiveB}: ${NAME}/tokenizer_config.json: not valid JSON (${jsonError(text)})`, [b]);
   });
 
   it('refuses an archive with no manifest beside it, and a --dist that is a file', async () => {
     const dist = join(work, 'pub-lone');
     await cp(oldDist, dist, { recursive: true });
     await copyFile(join(newAddDist, 'qwen3-asr-other-fp32.tar.gz'), join(dist, 'qwen3-asr-other-fp32.tar.gz'));
-    expectRefused(publishArgs(dist), `${dist}/qwen3-asr-other-fp32.tar.gz: no qwen3-asr-other-fp32.manifest.json beside it (package it again, or move it out of ${dist})`, [dist]);
+    await expectRefused(publishArgs(dist), `${dist}/qwen3-asr-other-fp32.tar.gz: no qwen3-asr-other-fp32.manifest.json beside it (package it again, or move it out of ${dist})`, [dist]);
     const file = join(dist, 'SHA256SUMS');
-    expectRefused(publishArgs(file), `--dist: cannot read ${file}: not a directory`, [dist]);
+    await expectRefused(publishArgs(file), `--dist: cannot read ${file}: not a directory`, [dist]);
   });
 });
