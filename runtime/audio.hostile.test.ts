@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI_MAIN, debrisIn, oneLineError, snapshotTree, treeChanges, type CliRun } from '../fixtures/hostile-support.js';
+import { CLI_MAIN, debrisIn, oneLineError, runCli, snapshotTree, treeChanges, type CliRun } from '../fixtures/hostile-support.js';
 import { tinyModelDir } from '../fixtures/test-support.js';
 import { encodeWav, riff } from './wav-writer.js';
 
@@ -41,22 +41,6 @@ function fmtBody(code: number, channels: number, rate: number, bits: number): Ui
   v.setUint16(12, channels * (bits / 8), true);
   v.setUint16(14, bits, true);
   return b;
-}
-
-/**
- * hostile-support's runCli, but without blocking the test worker (spawnSync would hold its event
- * loop for the whole child run; on a loaded box that trips vitest's worker RPC timeout).
- */
-function runCli(args: string[]): Promise<CliRun> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI_MAIN, ...args], { env: { ...process.env, CI: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString('utf8'); });
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString('utf8'); });
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
 }
 
 /** Resolves when a child has exited (listening from the start, so an early exit is not missed). */
