@@ -46,6 +46,14 @@ async function expectRefusal(args: string[], watched: string, message: RegExp): 
   expect(debrisIn(watched)).toEqual([]);
 }
 
+/** Whether `dir` is exactly the old state or exactly the new one (anything else fails, listing the mix). */
+function expectOldOrNew(dir: string, oldState: Map<string, string>, newState: Map<string, string>, when: string): 'old' | 'new' {
+  const now = snapshotTree(dir);
+  if (treeChanges(oldState, now).length === 0) return 'old';
+  if (treeChanges(newState, now).length === 0) return 'new';
+  throw new Error(`${when}: ${dir} is neither the old state nor the new one: ${treeChanges(oldState, now).join(', ')}`);
+}
+
 describe('export never deletes or replaces what it did not write', () => {
   it('refuses an output folder that contains the checkpoint (and an unrelated file), even with --overwrite', async () => {
     const sac2 = await freshDir('sac2');
@@ -208,10 +216,8 @@ describe('interrupts clean up; kills are swept by the next run', () => {
       // The next run into the folder settles what the killed one left (as every writer does first).
       sweepDeadRunDebris(d);
       expect(readdirSync(d), `after ${afterMs} ms`).toEqual(['model']);
-      const now = snapshotTree(out);
-      const state = treeChanges(oldState, now).length === 0 ? 'old' : treeChanges(newState, now).length === 0 ? 'new' : null;
-      expect(state, `after ${afterMs} ms (exit ${r.code ?? r.signal}): ${treeChanges(oldState, now).join(', ')}`).not.toBeNull();
-      seen.add(state!);
+      const state = expectOldOrNew(out, oldState, newState, `after ${afterMs} ms (exit ${r.code ?? r.signal})`);
+      seen.add(state);
       if (state === 'new') expect((await runCli(['export', '--model', ckpt, '--output', out, '--embed-dtype', 'float32', '--overwrite', '--quiet'])).code).toBe(0);
     }
     expect(seen.has('old')).toBe(true);
@@ -237,10 +243,8 @@ describe('interrupts clean up; kills are swept by the next run', () => {
       const r = await runCliAndKill(['quantize', '--model-dir', dir, '--block-size', '128', '--threads', '1'], { signal: 'SIGKILL', afterMs });
       // What a reader finds after the kill (every reader settles the folder first, as the next run does).
       settleModelDir(dir);
-      const now = snapshotTree(dir);
-      const state = treeChanges(oldState, now).length === 0 ? 'old' : treeChanges(newState, now).length === 0 ? 'new' : null;
-      expect(state, `after ${afterMs} ms (exit ${r.code ?? r.signal}): ${treeChanges(oldState, now).join(', ')}`).not.toBeNull();
-      seen.add(state!);
+      const state = expectOldOrNew(dir, oldState, newState, `after ${afterMs} ms (exit ${r.code ?? r.signal})`);
+      seen.add(state);
       if (state === 'new') {
         // Back to the old set for the next round.
         expect((await runCli(['quantize', '--model-dir', dir, '--block-size', '32', '--quiet'])).code).toBe(0);
