@@ -315,4 +315,14 @@ describe('build refuses an output that overlaps its checkpoint', () => {
     await expectRefusal(['build', '--model', join(d, 'ckpt'), '--output', d], d, /^--output .*build-overlap: contains the input --model .*ckpt; choose another output$/);
     await expectRefusal(['build', '--model', join(d, 'ckpt'), '--output', join(d, 'ckpt', 'out')], d, /: lies inside the input --model /);
   });
+
+  it('a build that fails removes every folder it created, parents included', async () => {
+    const d = await freshDir('build-fails');
+    // A hub id that is not in the (empty) cache, offline: fails after build made out/x/ for itself.
+    const r = await runCli(['build', '--model', 'Qwen/Qwen3-ASR-0.6B', '--output', join(d, 'out', 'x')],
+      { env: { HF_HUB_OFFLINE: '1', HF_HUB_CACHE: join(d, 'cache') } });
+    expect(r.code).toBe(1);
+    expect(oneLineError(r)).toMatch(/Qwen\/Qwen3-ASR-0\.6B/);
+    expect(readdirSync(d)).toEqual([]);
+  });
 });

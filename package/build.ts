@@ -1,6 +1,6 @@
 import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { writeFileAtomic } from '../common/atomic.js';
 import { UserError } from '../common/errors.js';
@@ -118,14 +118,24 @@ export async function buildRelease(opts: BuildOptions): Promise<{ record: BuildR
     await assertOutputApart(output, '--output', [{ path: opts.model, flag: '--model' }]);
   }
   await assertWritableDir(output, '--output');
-  const existed = await stat(output).then(() => true, () => false);
+  const created = await outermostMissing(output);
   try {
     return await runBuild(opts, output, modelDir, distDir, progress);
   } catch (err) {
-    // A failed build leaves nothing behind when it made the output directory itself.
-    if (!existed) await rm(output, { recursive: true, force: true });
+    // A failed build leaves nothing behind where it made the folders itself (out/ of out/x too).
+    if (created) await rm(created, { recursive: true, force: true });
     throw err;
   }
+}
+
+/** The outermost folder of `path` that does not exist yet (what `mkdir -p path` creates), or null. */
+async function outermostMissing(path: string): Promise<string | null> {
+  let missing: string | null = null;
+  for (let p = path; !(await stat(p).then(() => true, () => false)); p = dirname(p)) {
+    missing = p;
+    if (dirname(p) === p) break;
+  }
+  return missing;
 }
 
 async function runBuild(
