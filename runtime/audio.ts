@@ -1,6 +1,7 @@
 import { UserError } from '../common/errors.js';
 import { minMelSamples } from './mel.js';
 import { resample, StreamingResampler } from './resample.js';
+import { SampleBuffer } from './sample-buffer.js';
 import { streamWav, type WavFormat } from './wav.js';
 
 export const MODEL_SAMPLE_RATE = 16000;
@@ -23,33 +24,23 @@ export interface LoadedAudio {
 export async function loadAudio(file: string): Promise<LoadedAudio> {
   let format: WavFormat | undefined;
   let resampler: StreamingResampler | undefined;
-  let out = new Float32Array(0);
-  let length = 0;
+  let out = new SampleBuffer();
   let finite = true;
-  const append = (block: Float32Array): void => {
-    if (length + block.length > out.length) {
-      const grown = new Float32Array(Math.max(length + block.length, 2 * out.length));
-      grown.set(out.subarray(0, length));
-      out = grown;
-    }
-    out.set(block, length);
-    length += block.length;
-  };
   streamWav(file, {
     begin(f, frames) {
       format = f;
       resampler = new StreamingResampler(f.sampleRate, MODEL_SAMPLE_RATE);
-      out = new Float32Array(frames === undefined ? 0 : resampler.outputLength(frames));
+      out = new SampleBuffer(frames === undefined ? 0 : resampler.outputLength(frames));
     },
     samples(block) {
       if (finite && !block.every(Number.isFinite)) finite = false;
       // NaN would spread through the filter; the file is refused below anyway.
-      if (finite) append((resampler as StreamingResampler).push(block));
+      if (finite) out.append((resampler as StreamingResampler).push(block));
     },
   });
   if (!finite) throw new UserError(`${file}: contains NaN or infinite samples`);
-  append((resampler as StreamingResampler).finish());
-  const samples = length === out.length ? out : out.slice(0, length);
+  out.append((resampler as StreamingResampler).finish());
+  const samples = out.result();
   normalisePeak(samples);
   if (samples.length < minMelSamples()) {
     throw new UserError(`${file}: audio too short (${samples.length} samples at 16 kHz; need at least ${minMelSamples()})`);

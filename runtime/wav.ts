@@ -1,5 +1,6 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { UserError, fsError } from '../common/errors.js';
+import { SampleBuffer } from './sample-buffer.js';
 
 /** Decoded audio: interleaved channels already mixed down to one. */
 export interface MonoAudio {
@@ -150,25 +151,16 @@ export function decodeWav(bytes: Uint8Array, file: string): MonoAudio {
 
 function collectingSink(): { sink: WavSink; result: () => MonoAudio } {
   let format: WavFormat | undefined;
-  let out = new Float32Array(0);
-  let length = 0;
+  let out = new SampleBuffer();
   const sink: WavSink = {
-    begin(f, frames) { format = f; out = new Float32Array(frames ?? 0); },
-    samples(block) {
-      if (length + block.length > out.length) {
-        const grown = new Float32Array(Math.max(length + block.length, 2 * out.length));
-        grown.set(out.subarray(0, length));
-        out = grown;
-      }
-      out.set(block, length);
-      length += block.length;
-    },
+    begin(f, frames) { format = f; out = new SampleBuffer(frames ?? 0); },
+    samples(block) { out.append(block); },
   };
   return {
     sink,
     result: () => {
       const f = format as WavFormat;
-      return { samples: length === out.length ? out : out.slice(0, length), sampleRate: f.sampleRate, channels: f.channels };
+      return { samples: out.result(), sampleRate: f.sampleRate, channels: f.channels };
     },
   };
 }
