@@ -24,15 +24,20 @@ export type SourceRecord = z.infer<typeof SourceRecordSchema>;
  */
 export const ARCHIVE_MANIFEST_NAME = 'manifest.json';
 
-export const ArchiveManifestSchema = z.object({
-  format: z.literal('qwen3-onnx-archive/1'),
-  name: z.string(),
+/** What both manifests say about the variant and its files (last, in this order: the JSON key order). */
+const VARIANT_RECORD = {
   variant: z.string(),
   size_label: z.string(),
   tool: z.object({ name: z.literal('qwen3-onnx'), version: z.string() }),
   recipe: z.record(z.string(), z.string()).nullable(),
   source: SourceRecordSchema.nullable(),
   files: z.array(FileRecordSchema),
+};
+
+export const ArchiveManifestSchema = z.object({
+  format: z.literal('qwen3-onnx-archive/1'),
+  name: z.string(),
+  ...VARIANT_RECORD,
 });
 export type ArchiveManifest = z.infer<typeof ArchiveManifestSchema>;
 
@@ -45,12 +50,7 @@ export function archiveManifestJson(m: ArchiveManifest): string {
 export const PackageManifestSchema = z.object({
   format: z.literal('qwen3-onnx-package/1'),
   archive: FileRecordSchema,
-  variant: z.string(),
-  size_label: z.string(),
-  tool: z.object({ name: z.literal('qwen3-onnx'), version: z.string() }),
-  recipe: z.record(z.string(), z.string()).nullable(),
-  source: SourceRecordSchema.nullable(),
-  files: z.array(FileRecordSchema),
+  ...VARIANT_RECORD,
 });
 export type PackageManifest = z.infer<typeof PackageManifestSchema>;
 
