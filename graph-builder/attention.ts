@@ -41,6 +41,25 @@ export interface DecoderAttentionContext {
 export function decoderSelfAttention(
   b: GraphBuilder, x: string, w: DecoderAttentionWeights, shape: DecoderAttentionShape, ctx: DecoderAttentionContext,
 ): { out: string; key: string; value: string } {
+  const { heads, kvHeads, headDim } = shape;
+  const { q, key, value } = projectQkv(b, x, w, shape, ctx.cos, ctx.sin);
+  const sdpa = b.scope('sdpa');
+  let merged: string;
+  if (ctx.pastKey && ctx.pastValue) {
+    merged = cachedAttention(sdpa, q, key, value, ctx.pastKey, ctx.pastValue, { heads, kvHeads, headDim });
+  } else {
+    merged = groupedAttention(b, q, key, value, shape, ctx.mask);
+  }
+  return { out: outProjection(b, merged, w), key, value };
+}
+
+/**
+ * The query, key and value heads of `x` [B, S, hidden]: q [B,heads,S,D] and key [B,kv,S,D] after
+ * per-head RMSNorm and RoPE, value [B,kv,S,D] raw (the first half of decoderSelfAttention's diagram).
+ */
+export function projectQkv(
+  b: GraphBuilder, x: string, w: DecoderAttentionWeights, shape: DecoderAttentionShape, cos: string, sin: string,
+): { q: string; key: string; value: string } {
   const { heads, kvHeads, headDim, rmsEps } = shape;
   const projectHeads = (name: string, weight: string, bias: string | undefined, n: number, norm?: string): string => {
     const y = linear(b.scope(`${name}_proj`), x, weight, bias);
@@ -48,21 +67,33 @@ export function decoderSelfAttention(
     const normed = norm ? rmsNorm(b.scope(`${name}_norm`), split, norm, rmsEps) : split;
     return transpose(b.scope(`${name}_proj`), normed, [0, 2, 1, 3]);
   };
-  const q = applyRotary(b.scope('q_rotary'), projectHeads('q', w.q, w.qBias, heads, w.qNorm), ctx.cos, ctx.sin, headDim);
-  const key = applyRotary(b.scope('k_rotary'), projectHeads('k', w.k, w.kBias, kvHeads, w.kNorm), ctx.cos, ctx.sin, headDim);
+  const q = applyRotary(b.scope('q_rotary'), projectHeads('q', w.q, w.qBias, heads, w.qNorm), cos, sin, headDim);
+  const key = applyRotary(b.scope('k_rotary'), projectHeads('k', w.k, w.kBias, kvHeads, w.kNorm), cos, sin, headDim);
   const value = projectHeads('v', w.v, w.vBias, kvHeads);
+  return { q, key, value };
+}
+
+/**
+ * Softmax attention of q [B,heads,S,D] over keys/values [B,kv,T,D] shared by groups of query heads,
+ * with an optional additive mask broadcastable to [B,heads,S,T]; returns [B,S,heads*D].
+ *
+ *   key, value ──repeat_kv──▶ [B,heads,T,D] ──sdpa(q, scale 1/√D, mask)──merge heads──▶ out
+ */
+export function groupedAttention(
+  b: GraphBuilder, q: string, key: string, value: string, shape: DecoderAttentionShape, mask?: string,
+): string {
+  const { heads, kvHeads, headDim } = shape;
+  const groups = heads / kvHeads;
+  const kAll = repeatKv(b.scope('k_repeat'), key, groups, heads, headDim);
+  const vAll = repeatKv(b.scope('v_repeat'), value, groups, heads, headDim);
   const sdpa = b.scope('sdpa');
-  let merged: string;
-  if (ctx.pastKey && ctx.pastValue) {
-    merged = cachedAttention(sdpa, q, key, value, ctx.pastKey, ctx.pastValue, { heads, kvHeads, headDim });
-  } else {
-    const groups = heads / kvHeads;
-    const kAll = repeatKv(b.scope('k_repeat'), key, groups, heads, headDim);
-    const vAll = repeatKv(b.scope('v_repeat'), value, groups, heads, headDim);
-    const attn = attentionCore(sdpa, q, kAll, vAll, { scale: 1 / Math.sqrt(headDim), mask: ctx.mask });
-    merged = mergeHeads(sdpa, attn, heads * headDim);
-  }
-  return { out: linear(b.scope('o_proj'), merged, w.o, w.oBias), key, value };
+  const attn = attentionCore(sdpa, q, kAll, vAll, { scale: 1 / Math.sqrt(headDim), mask });
+  return mergeHeads(sdpa, attn, heads * headDim);
+}
+
+/** o_proj of the merged heads. */
+export function outProjection(b: GraphBuilder, merged: string, w: DecoderAttentionWeights): string {
+  return linear(b.scope('o_proj'), merged, w.o, w.oBias);
 }
 
 /**

@@ -25,6 +25,7 @@ import type { ModelDims } from '../checkpoint/config.js';
 import type { TensorSource } from '../checkpoint/tensor-source.js';
 import { floatAttrValue, GraphBuilder, INT64_END } from './graph-builder.js';
 import { decoderSelfAttention, type DecoderAttentionWeights } from './attention.js';
+import { bufferAttention } from './buffer-attention.js';
 import { fusedDecoderAttention, prefillGqaLengths, stepGqaLengths, type GqaLengths } from './fused-attention.js';
 import { reshape } from './layers.js';
 import { swiGluMlp, type SwiGluWeights } from './mlp.js';
@@ -55,9 +56,11 @@ export interface DecoderInitOptions extends DecoderGraphOptions {
 }
 
 /** What every layer's attention reads besides its input: standard-op RoPE tables or the fused ops' inputs. */
-type AttentionInputs =
+export type AttentionInputs =
   | { kind: 'onnx'; cos: string; sin: string; mask?: string }
-  | { kind: 'fused'; rotary: RotaryCache; lengths: GqaLengths };
+  | { kind: 'fused'; rotary: RotaryCache; lengths: GqaLengths }
+  /** Full-size per-layer cache buffers, read up to pastLength (sherpa-onnx layout: buffer-attention.ts). */
+  | { kind: 'buffer'; cos: string; sin: string; mask: string; pastLength: string; keyBuffers: string[]; valueBuffers: string[] };
 
 interface LayerWeights { inputNorm: string; postNorm: string; attn: DecoderAttentionWeights; mlp: SwiGluWeights }
 
@@ -100,11 +103,12 @@ async function layerWeights(b: GraphBuilder, src: TensorSource, l: number): Prom
 /**
  * The decoder layers shared by both graphs; returns the final hidden state and per-layer
  * keys/values: the prompt's (decoder_init), or in decoder_step the new rows only (standard-op
- * attention) or the past plus the new row (GroupQueryAttention's present).
+ * attention) or the past plus the new row (GroupQueryAttention's present); with cache buffers
+ * (the sherpa-onnx decoder) this call's rows in the buffers' [1, S, kv, D] layout.
  *
  *   x ──input_layernorm──attn──Add(x)──▶ h ──post_attention_layernorm──mlp──Add(h)──▶ next x
  */
-async function decoderLayers(
+export async function decoderLayers(
   b: GraphBuilder, src: TensorSource, dims: ModelDims, x0: string,
   ctx: { attention: AttentionInputs; pastKeys?: string; pastValues?: string },
 ): Promise<{ hidden: string; keys: string[]; values: string[] }> {
@@ -126,9 +130,17 @@ async function decoderLayers(
     const normed = rmsNorm(lb.scope('input_layernorm'), x, w.inputNorm, t.rmsEps);
     const shape = { heads: t.heads, kvHeads: t.kvHeads, headDim: t.headDim, rmsEps: t.rmsEps };
     const a = ctx.attention;
-    const attn = a.kind === 'onnx'
-      ? decoderSelfAttention(lb.scope('attn'), normed, w.attn, shape, { cos: a.cos, sin: a.sin, mask: a.mask, pastKey, pastValue })
-      : fusedDecoderAttention(lb.scope('attn'), normed, w.attn, shape, { rotary: a.rotary, lengths: a.lengths, pastKey, pastValue });
+    let attn: { out: string; key: string; value: string };
+    if (a.kind === 'onnx') {
+      attn = decoderSelfAttention(lb.scope('attn'), normed, w.attn, shape, { cos: a.cos, sin: a.sin, mask: a.mask, pastKey, pastValue });
+    } else if (a.kind === 'fused') {
+      attn = fusedDecoderAttention(lb.scope('attn'), normed, w.attn, shape, { rotary: a.rotary, lengths: a.lengths, pastKey, pastValue });
+    } else {
+      const r = bufferAttention(lb.scope('attn'), normed, w.attn, shape, {
+        cos: a.cos, sin: a.sin, mask: a.mask, pastLength: a.pastLength, keyBuffer: a.keyBuffers[l], valueBuffer: a.valueBuffers[l],
+      });
+      attn = { out: r.out, key: r.keyDelta, value: r.valueDelta };
+    }
     const h = lb.scope('residual_attn').op('Add', [x, attn.out]);
     const post = rmsNorm(lb.scope('post_attention_layernorm'), h, w.postNorm, t.rmsEps);
     const mlp = swiGluMlp(lb.scope('mlp'), post, w.mlp);
@@ -157,7 +169,7 @@ function stackLayers(b: GraphBuilder, parts: string[]): string {
  *
  *   h ──norm──Reshape([-1,H])──Gemm(W, transB=1)──Reshape(Shape(h)[0:2] ++ [V])──▶ logits
  */
-async function lmHead(b: GraphBuilder, src: TensorSource, dims: ModelDims, hidden: string): Promise<string> {
+export async function lmHead(b: GraphBuilder, src: TensorSource, dims: ModelDims, hidden: string): Promise<string> {
   const t = dims.text;
   const normW = await plainWeight(b.scope('/model/norm'), src, `${M}.norm.weight`);
   const normed = rmsNorm(b.scope('/model/norm'), hidden, normW, t.rmsEps);
@@ -198,7 +210,7 @@ async function embedWithAudio(b: GraphBuilder, src: TensorSource, inputIds: stri
  *                                       └─Unsqueeze(0)─▶ cols [1,S]
  *   Greater(cols, rows)──Where(min, 0)──▶ mask
  */
-function causalMask(b: GraphBuilder, x: string): string {
+export function causalMask(b: GraphBuilder, x: string): string {
   const m = b.scope('/model/attn_mask');
   const seq = m.op('Squeeze', [m.op('Shape', [x], { attrs: { start: 1, end: 2 } }), m.constInt64([0])]);
   const idx = m.op('Range', [m.constInt64(0), seq, m.constInt64(1)]);

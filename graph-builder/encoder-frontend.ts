@@ -83,27 +83,40 @@ export async function convGelu(b: GraphBuilder, src: TensorSource, x: string, na
  * Conv features [B*chunks, C, F, t] -> tokens [B, chunks*t, d] with positions 0..t-1 added in
  * every chunk (the official permute(0,3,1,2).view(b, t, C*F) -> conv_out -> + table[:t]).
  *
- *   x ──Transpose(0,3,1,2)──Reshape([0,0,C*F])──conv_out MatMul──Add(table[0:t])──▶ [B*chunks,t,d]
- *     ──Reshape(B ++ [-1,d])──▶ [B, chunks*t, d]
+ *   x ──convOut──▶ [B*chunks,t,d] ──Add(table[0:t])──Reshape(B ++ [-1,d])──▶ [B, chunks*t, d]
  *   table [tokensPerChunk, d] ──Slice(0 : t)──┘  (t = Shape(x)[3])
  */
 export async function convOutWithPositions(
   b: GraphBuilder, src: TensorSource, x: string, sizes: MelSizes, dims: ModelDims,
 ): Promise<string> {
   const a = dims.audio;
-  const features = a.downsampleHidden * a.freqAfterConv;
-  const proj = b.scope('conv_out');
-  const tokens = transpose(proj, x, [0, 3, 1, 2]);
-  const flat = proj.op('Reshape', [tokens, proj.constInt64([0, 0, features])]);
-  const projected = linear(proj, flat, await matmulWeight(proj, src, `${AUDIO_TOWER}.conv_out.weight`));
-
+  const projected = await convOut(b, src, x, dims);
   const pos = b.scope('positions');
-  const rows = convStackLength(a.chunkFrames);
-  const table = pos.constTensor('float32', [rows, a.dModel], sinusoidTable(rows, a.dModel));
+  const table = chunkPositionTable(pos, dims);
   const t = pos.op('Shape', [x], { attrs: { start: 3, end: 4 } });
   const used = pos.op('Slice', [table, pos.constInt64([0]), t, pos.constInt64([0])]);
   const withPos = pos.op('Add', [projected, used]);
 
   const merged = pos.op('Concat', [sizes.batch, pos.constInt64([-1, a.dModel])], { attrs: { axis: 0 } });
   return pos.op('Reshape', [withPos, merged], { name: 'MergeChunks' });
+}
+
+/**
+ * Conv features [B*chunks, C, F, t] -> conv_out tokens [B*chunks, t, d], no positions.
+ *
+ *   x ──Transpose(0,3,1,2)──Reshape([0,0,C*F])──conv_out MatMul──▶ y
+ */
+export async function convOut(b: GraphBuilder, src: TensorSource, x: string, dims: ModelDims): Promise<string> {
+  const a = dims.audio;
+  const features = a.downsampleHidden * a.freqAfterConv;
+  const proj = b.scope('conv_out');
+  const tokens = transpose(proj, x, [0, 3, 1, 2]);
+  const flat = proj.op('Reshape', [tokens, proj.constInt64([0, 0, features])]);
+  return linear(proj, flat, await matmulWeight(proj, src, `${AUDIO_TOWER}.conv_out.weight`));
+}
+
+/** The sinusoid rows of one chunk's tokens, [tokensPerChunk, d] (13 rows for 100-frame chunks). */
+export function chunkPositionTable(b: GraphBuilder, dims: ModelDims): string {
+  const rows = convStackLength(dims.audio.chunkFrames);
+  return b.constTensor('float32', [rows, dims.audio.dModel], sinusoidTable(rows, dims.audio.dModel));
 }

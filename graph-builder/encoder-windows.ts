@@ -61,7 +61,7 @@ export interface WindowLayout {
  *   N ──Add(w-1)──Div(w)──Mul(w)──▶ P          P − N ──Concat([0,0,0,0], ·, [0])──▶ pads
  *   B ──Concat(·, [-1, d])──▶ tokenShape
  */
-export function windowLayout(b: GraphBuilder, tokens: string, sizes: MelSizes, window: number, d: number): WindowLayout {
+export function windowLayout(b: GraphBuilder, tokens: string, sizes: Pick<MelSizes, 'batch'>, window: number, d: number): WindowLayout {
   const w = b.constInt64([window]);
   const windows = b.op('Div', [b.op('Add', [tokens, b.constInt64([window - 1])]), w], { name: 'WindowCount' });
   const paddedTokens = b.op('Mul', [windows, w], { name: 'PaddedTokens' });
@@ -97,7 +97,7 @@ export function toWindows(b: GraphBuilder, x: string, layout: WindowLayout, wind
  *   Range(0, P)──Less(N)──Where(0, MASK)──Reshape([-1,1,1,window])──▶ [nw,1,1,w]
  *     ──Expand(B ++ [1,1,1,1])──▶ [B,nw,1,1,w] ──Reshape([-1,1,1,window])──▶ mask
  */
-export function windowMask(b: GraphBuilder, layout: WindowLayout, sizes: MelSizes, window: number): string {
+export function windowMask(b: GraphBuilder, layout: WindowLayout, sizes: Pick<MelSizes, 'batch'>, window: number): string {
   const scalar = (x: string, name: string): string => b.op('Squeeze', [x, b.constInt64([0])], { name });
   const idx = b.op('Range', [b.constInt64(0), scalar(layout.paddedTokens, 'SqueezePadded'), b.constInt64(1)]);
   const real = b.op('Less', [idx, scalar(layout.tokens, 'SqueezeTokens')]);

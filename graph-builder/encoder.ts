@@ -81,7 +81,6 @@ export async function buildEncoder(opts: BuildEncoderOptions): Promise<{ files: 
  */
 export async function buildEncoderGraph(src: TensorSource, dims: ModelDims, store: WeightStore): Promise<GraphBuilder> {
   const a = dims.audio;
-  const window = attentionWindowTokens(a.chunkFrames, a.nWindowInfer);
   const b = new GraphBuilder('encoder', { weights: store });
   const mel = b.input(ENCODER_INPUT, 'float32', ['batch', a.numMelBins, 'mel_frames']);
   const root = b.scope('/audio');
@@ -92,14 +91,29 @@ export async function buildEncoderGraph(src: TensorSource, dims: ModelDims, stor
   const tokens = await convOutWithPositions(root, src, x, sizes, dims);
 
   const count = validTokenCount(root.scope('valid_tokens'), sizes, a.chunkFrames);
+  const out = await encoderTransformer(root, src, dims, tokens, count, sizes.batch);
+  b.output(ENCODER_OUTPUT, 'float32', ['batch', 'audio_tokens', a.outputDim], out);
+  return b;
+}
+
+/**
+ * Everything after the front end: the `count` valid tokens of `tokens` [B, chunks*t, d] (with
+ * positions) through the windowed layers, ln_post and the projections -> [B, count, output_dim].
+ * Shared by the split layout's encoder and the sherpa-onnx layout's (sherpa-graphs.ts).
+ *
+ *   tokens ──keep the count valid tokens──layers (windows of 104)──ln_post──proj1──GELU──proj2──▶ out
+ */
+export async function encoderTransformer(
+  root: GraphBuilder, src: TensorSource, dims: ModelDims, tokens: string, count: string, batch: string,
+): Promise<string> {
+  const a = dims.audio;
+  const window = attentionWindowTokens(a.chunkFrames, a.nWindowInfer);
   let h = keepValidTokens(root.scope('valid_tokens'), tokens, count);
-  const layout = windowLayout(root.scope('windows'), count, sizes, window, a.dModel);
-  const ctx = { layout, window, mask: windowMask(root.scope('attn_mask'), layout, sizes, window) };
+  const layout = windowLayout(root.scope('windows'), count, { batch }, window, a.dModel);
+  const ctx = { layout, window, mask: windowMask(root.scope('attn_mask'), layout, { batch }, window) };
   for (let l = 0; l < a.layers; l++) h = await encoderLayer(root.scope(`layers.${l}`), src, h, l, ctx, dims);
 
   const post = await encoderLayerNorm(root.scope('ln_post'), src, h, `${AUDIO_TOWER}.ln_post`);
   const p1 = gelu(root.scope('act'), await encoderLinear(root.scope('proj1'), src, post, `${AUDIO_TOWER}.proj1`));
-  const out = await encoderLinear(root.scope('proj2'), src, p1, `${AUDIO_TOWER}.proj2`);
-  b.output(ENCODER_OUTPUT, 'float32', ['batch', 'audio_tokens', a.outputDim], out);
-  return b;
+  return encoderLinear(root.scope('proj2'), src, p1, `${AUDIO_TOWER}.proj2`);
 }

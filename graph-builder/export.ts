@@ -34,6 +34,8 @@ import { TOOL_VERSION } from '../common/version.js';
 import { buildEncoder } from './encoder.js';
 import { buildDecoderInit, buildDecoderStep, decoderTensorCount, EMBED_TOKENS, type DecoderAttention } from './decoder.js';
 import { writeModel } from './model.js';
+import { sherpaConfig, writeSherpaGraphs, writeSherpaTokenizer } from './sherpa-export.js';
+import type { Layout } from '../model-dir/layout.js';
 import { WeightStore } from './weight-store.js';
 import { ROW_BLOCK } from './weights.js';
 
@@ -53,6 +55,11 @@ export interface ExportOptions {
    * com.microsoft GroupQueryAttention + RotaryEmbedding; same contract I/O, onnxruntime only).
    */
   attention?: DecoderAttention;
+  /**
+   * 'split' (default, shared/CONTRACT.md) or 'sherpa-onnx' (conv_frontend.onnx, encoder.onnx,
+   * decoder.onnx, tokenizer/: shared/SHERPA-ONNX.md; sherpa-export.ts).
+   */
+  layout?: Layout;
   /** Replace an existing OUTPUT directory (swapped in atomically). */
   overwrite?: boolean;
   progress?: Progress;
@@ -68,6 +75,7 @@ export interface ExportResult {
   allLogits: boolean;
   embedDtype: EmbedDtype;
   attention: DecoderAttention;
+  layout: Layout;
   /** Every file written, sorted by name. */
   files: ExportedFile[];
 }
@@ -81,6 +89,10 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   const progress = opts.progress ?? silentProgress;
   const embedDtype = opts.embedDtype ?? 'float16';
   const attention = opts.attention ?? 'onnx';
+  const layout = opts.layout ?? 'split';
+  if (layout === 'sherpa-onnx' && attention !== 'onnx') {
+    throw new UserError(`--attention ${attention}: the sherpa-onnx layout's decoder uses standard ONNX attention over its cache buffers (drop --attention or use --layout split)`);
+  }
   const output = resolve(opts.output);
   // Cheap checks first: where the output goes, before any download or graph work.
   await assertOutputApart(output, '--output', [{ path: await localModelDirOrHubCache(opts.model), flag: '--model' }]);
@@ -103,11 +115,17 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   try {
     // Tokenizer files parsed and checked before the expensive work (and derived for -hf checkpoints).
     const supportFiles = await readSupportFiles(source.dir, supportFileChecks(ckpt.dims));
-    await buildEncoder({ tensors: ckpt.tensors, dims: ckpt.dims, outputDir: tmp, progress });
-    await writeDecoderFiles(ckpt.tensors, ckpt.dims, tmp, { allLogits: opts.allLogits ?? false, attention, progress });
-    await writeEmbedTable(ckpt.tensors, ckpt.dims, join(tmp, EMBED_TOKENS_BIN), embedDtype, progress);
-    await writeFileAtomic(join(tmp, CONFIG_FILE), `${JSON.stringify(outputConfig(ckpt.config, ckpt.dims, embedDtype), null, 2)}\n`);
-    await writeSupportFiles(supportFiles, tmp);
+    if (layout === 'sherpa-onnx') {
+      await writeSherpaGraphs(ckpt.tensors, ckpt.dims, tmp, progress);
+      await writeSherpaTokenizer(supportFiles, tmp);
+      await writeFileAtomic(join(tmp, CONFIG_FILE), `${JSON.stringify(sherpaConfig(ckpt.config, ckpt.dims), null, 2)}\n`);
+    } else {
+      await buildEncoder({ tensors: ckpt.tensors, dims: ckpt.dims, outputDir: tmp, progress });
+      await writeDecoderFiles(ckpt.tensors, ckpt.dims, tmp, { allLogits: opts.allLogits ?? false, attention, progress });
+      await writeEmbedTable(ckpt.tensors, ckpt.dims, join(tmp, EMBED_TOKENS_BIN), embedDtype, progress);
+      await writeFileAtomic(join(tmp, CONFIG_FILE), `${JSON.stringify(outputConfig(ckpt.config, ckpt.dims, embedDtype), null, 2)}\n`);
+      await writeSupportFiles(supportFiles, tmp);
+    }
     const record: ExportRecord = {
       format: 'qwen3-onnx-export/1',
       tool: { name: 'qwen3-onnx', version: TOOL_VERSION },
@@ -115,7 +133,7 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
         model: source.repo ?? basename(source.dir), revision: opts.revision ?? null, commit: source.commit ?? null,
         format: ckpt.format, files: await inputHashes,
       },
-      options: { allLogits: opts.allLogits ?? false, embedDtype, attention },
+      options: { allLogits: opts.allLogits ?? false, embedDtype, attention, ...(layout === 'split' ? {} : { layout }) },
     };
     await writeFileAtomic(join(tmp, EXPORT_RECORD_FILE), `${JSON.stringify(record, null, 2)}\n`);
     const files = await listFiles(tmp);
@@ -123,7 +141,7 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     progress.finish();
     return {
       output, checkpoint: source.dir, ...(source.commit ? { commit: source.commit } : {}),
-      allLogits: opts.allLogits ?? false, embedDtype, attention, files,
+      allLogits: opts.allLogits ?? false, embedDtype, attention, layout, files,
     };
   } catch (err) {
     progress.finish();
@@ -200,10 +218,14 @@ async function writeSupportFiles(files: readonly SupportFile[], to: string): Pro
   for (const f of files) await writeFileAtomic(join(to, f.name), f.bytes);
 }
 
-async function listFiles(dir: string): Promise<ExportedFile[]> {
+async function listFiles(dir: string, prefix = ''): Promise<ExportedFile[]> {
   const names = (await readdir(dir)).filter((n) => !n.startsWith('.')).sort();
   const out: ExportedFile[] = [];
-  for (const name of names) out.push({ name, bytes: (await stat(join(dir, name))).size });
+  for (const name of names) {
+    const s = await stat(join(dir, name));
+    if (s.isDirectory()) out.push(...await listFiles(join(dir, name), `${prefix}${name}/`));
+    else out.push({ name: `${prefix}${name}`, bytes: s.size });
+  }
   return out;
 }
 

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { fsError } from '../common/errors.js';
 import { parseJsonWith, type CheckpointConfig, type ModelDims } from '../checkpoint/config.js';
 import { CONFIG_FILE } from './files.js';
+import { LAYOUTS } from './layout.js';
 import { UserError } from '../common/errors.js';
 
 /**
@@ -42,6 +43,8 @@ export const OutputConfigSchema = z.looseObject({
   embed_tokens_shape: z.tuple([z.number().int().positive(), z.number().int().positive()]),
   embed_tokens_dtype: z.enum(['float16', 'float32']),
   quantization: z.record(z.string(), z.string()).optional(),
+  /** Absent in the contract's split layout; 'sherpa-onnx' in that layout's directories (model-dir/layout.ts). */
+  layout: z.enum(LAYOUTS).optional(),
 });
 
 export type OutputConfig = z.infer<typeof OutputConfigSchema>;

@@ -1,6 +1,7 @@
 import { lstat, readdir, readlink, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { z } from 'zod';
+import { LAYOUTS } from './layout.js';
 import { sha256FilesInWorker } from '../common/hash-worker.js';
 import { EXPORT_RECORD } from './files.js';
 
@@ -27,6 +28,8 @@ export const ExportRecordSchema = z.object({
     embedDtype: z.enum(['float16', 'float32']),
     // Records written before `--attention` existed describe standard-op graphs.
     attention: z.enum(['onnx', 'fused']).default('onnx'),
+    // Absent: the split layout (records from before the sherpa-onnx layout existed).
+    layout: z.enum(LAYOUTS).optional(),
   }),
 });
 export type ExportRecord = z.infer<typeof ExportRecordSchema>;

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { LOCK_FILE } from '../common/dir-lock.js';
 import { TEMP_NAME, sweepDeadRunDebris } from '../common/debris.js';
 import { UserError, fsError } from '../common/errors.js';
+import { SHERPA_FILE_NAME, SHERPA_TOKENIZER_DIR, SHERPA_TOKENIZER_FILES } from './layout.js';
 
 /**
  * The files of a split-layout model directory (shared/CONTRACT.md) that qwen3-onnx writes, and the
@@ -56,7 +57,16 @@ const VARIANT_NAME = /^((encoder|decoder_init|decoder_step)\.[a-z0-9]+\.onnx|(en
 
 /** Whether `name` is a file qwen3-onnx writes into a model directory (or one of its temp/lock files). */
 export function isToolFile(name: string): boolean {
-  return FIXED_NAMES.has(name) || VARIANT_NAME.test(name) || TEMP_NAME.test(name);
+  return FIXED_NAMES.has(name) || VARIANT_NAME.test(name) || TEMP_NAME.test(name) || SHERPA_FILE_NAME.test(name);
+}
+
+/** Whether `name` in a model directory is a folder qwen3-onnx writes (the sherpa-onnx layout's tokenizer/). */
+async function isToolFolder(dir: string, name: string): Promise<boolean> {
+  if (TEMP_NAME.test(name)) return true;
+  if (name !== SHERPA_TOKENIZER_DIR) return false;
+  let inside: string[];
+  try { inside = await readdir(join(dir, name)); } catch { return false; }
+  return inside.every((n) => SHERPA_TOKENIZER_FILES.includes(n) || TEMP_NAME.test(n));
 }
 
 /**
@@ -72,7 +82,7 @@ export async function assertToolWrittenDir(dir: string, flag: string): Promise<v
   }
   for (const name of names) {
     const s = await stat(join(dir, name));
-    if (!isToolFile(name) || (s.isDirectory() && !TEMP_NAME.test(name))) {
+    if (s.isDirectory() ? !(await isToolFolder(dir, name)) : !isToolFile(name)) {
       throw new UserError(`${flag} ${dir}: holds ${name}, which qwen3-onnx did not write; refusing to replace the directory (move it away first)`);
     }
   }
