@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { register as registerAlign } from './align.js';
 import { register as registerBuild } from './build.js';
 import { register as registerCalibrate } from './calibrate.js';
 import { register as registerCompare } from './compare.js';
@@ -17,6 +18,7 @@ import { register as registerWer } from './wer.js';
  * Keep this list sorted by command name.
  */
 export function registerCommands(program: Command): void {
+  registerAlign(program);
   registerBuild(program);
   registerCalibrate(program);
   registerCompare(program);

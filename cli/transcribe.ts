@@ -6,6 +6,7 @@ import { resolveLanguage } from '../runtime/prompt.js';
 import { DEFAULT_SEGMENT_SECONDS, MAX_SEGMENT_SECONDS_FLAG, MIN_SEGMENT_SECONDS_FLAG } from '../runtime/segment.js';
 import { AsrModel, VARIANTS } from '../runtime/session.js';
 import { emitResult, intOption, progressFor, threadsOption, type CommonOptions } from './output.js';
+import { alignTranscriptions, checkTimestampOptions, formatTimedTranscriptions, timestampSegmentSeconds, type TimestampOptions } from './transcribe-timestamps.js';
 
 /**
  * `qwen3-onnx transcribe --model-dir DIR FILE...`: greedy transcription of WAV files with an
@@ -129,9 +130,19 @@ export function register(program: Command): void {
       secondsOption('--max-segment-seconds', MIN_SEGMENT_SECONDS_FLAG, MAX_SEGMENT_SECONDS_FLAG), DEFAULT_SEGMENT_SECONDS)
     .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)', threadsOption())
     .option('--json', 'machine-readable output (tokens, text, language, timings) on stdout')
-    .action(async (files: string[], opts: TranscribeCliOptions) => {
-      const { error, ...report } = await runTranscribe(files, opts, printFailure);
-      if (!(error && files.length === 1)) emitResult(opts, report, () => formatTranscriptions(report));
+    .option('--timestamps', 'word start and end times from a forced aligner (needs --aligner; segments at most 180 s)')
+    .option('--aligner <dir>', 'exported Qwen3-ForcedAligner directory for --timestamps')
+    .addOption(new Option('--aligner-variant <variant>', 'which aligner graphs to load').choices([...VARIANTS]).default('fp32'))
+    .action(async (files: string[], opts: TranscribeCliOptions & TimestampOptions) => {
+      await checkTimestampOptions(opts);
+      const maxSegmentSeconds = timestampSegmentSeconds(opts, opts.maxSegmentSeconds);
+      const { error, ...report } = await runTranscribe(files, { ...opts, maxSegmentSeconds }, printFailure);
+      // Word times after the ASR model is released, so the two models are never loaded together.
+      const timed = opts.timestamps
+        ? { ...report, files: report.files.length ? await alignTranscriptions(report.files, opts, maxSegmentSeconds) : [] } : undefined;
+      if (!(error && files.length === 1)) {
+        emitResult(opts, timed ?? report, () => (timed ? formatTimedTranscriptions(timed.files) : formatTranscriptions(report)));
+      }
       if (error) throw error;
     });
 }
