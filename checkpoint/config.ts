@@ -8,6 +8,9 @@ import type { CheckpointFormat } from './tensor-names.js';
  * The checkpoint's config.json (Hugging Face `qwen3_asr`). Only the fields the toolkit
  * needs are required; everything else a real checkpoint carries is tolerated (loose objects).
  */
+/** thinker_config.model_type of the forced aligner (the ASR models say "qwen3_asr_thinker"). */
+export const ALIGNER_MODEL_TYPE = 'qwen3_forced_aligner';
+
 export const AudioConfigSchema = z.looseObject({
   num_mel_bins: z.number().int().positive(),
   encoder_layers: z.number().int().positive(),
@@ -50,7 +53,12 @@ export const CheckpointConfigSchema = z.looseObject({
     audio_token_id: z.number().int().nonnegative(),
     audio_start_token_id: z.number().int().nonnegative(),
     audio_end_token_id: z.number().int().nonnegative().default(151670),
+    // The forced aligner (shared/ALIGNER.md): model_type "qwen3_forced_aligner", classify_num classes.
+    model_type: z.string().optional(),
+    classify_num: z.number().int().positive().optional(),
   }),
+  timestamp_token_id: z.number().int().nonnegative().optional(),
+  timestamp_segment_time: z.number().positive().optional(),
 });
 
 /**
@@ -79,13 +87,17 @@ export const HfTextConfigSchema = z.looseObject({
 });
 
 export const HfCheckpointConfigSchema = z.looseObject({
-  model_type: z.literal('qwen3_asr'),
+  // The aligner's -hf config may name its own model type; classify_num at top level marks it too.
+  model_type: z.enum(['qwen3_asr', ALIGNER_MODEL_TYPE]),
   audio_config: AudioConfigSchema,
   text_config: HfTextConfigSchema,
   audio_token_id: z.number().int().nonnegative(),
   audio_start_token_id: z.number().int().nonnegative().default(151669),
   audio_end_token_id: z.number().int().nonnegative().default(151670),
   tie_word_embeddings: z.boolean().optional(),
+  classify_num: z.number().int().positive().optional(),
+  timestamp_token_id: z.number().int().nonnegative().optional(),
+  timestamp_segment_time: z.number().positive().optional(),
 });
 
 export type CheckpointConfig = z.infer<typeof CheckpointConfigSchema>;
@@ -112,6 +124,22 @@ export interface ModelDims {
     mropeSection: number[];
   };
   tokens: { audio: number; audioStart: number; audioEnd: number };
+  /** Present only for the forced aligner (shared/ALIGNER.md): its head and timestamp token. */
+  aligner?: AlignerDims;
+}
+
+export interface AlignerDims {
+  /** Classes of the head (`thinker.lm_head.weight` [classifyNum, hidden]). */
+  classifyNum: number;
+  /** The `<timestamp>` token whose positions the head reads. */
+  timestampTokenId: number;
+  /** Milliseconds per class (timestamp_segment_time). */
+  segmentMs: number;
+}
+
+/** Whether a (normalised) checkpoint config is the forced aligner's. */
+export function isAlignerConfig(cfg: CheckpointConfig): boolean {
+  return cfg.thinker_config.model_type === ALIGNER_MODEL_TYPE;
 }
 
 const halve = (t: number): number => Math.floor((t - 1) / 2) + 1;
@@ -143,7 +171,18 @@ export function dimsFromConfig(cfg: CheckpointConfig): ModelDims {
       audioStart: cfg.thinker_config.audio_start_token_id,
       audioEnd: cfg.thinker_config.audio_end_token_id,
     },
+    ...(isAlignerConfig(cfg) ? { aligner: alignerDims(cfg) } : {}),
   };
+}
+
+/** The aligner's fields (checkConfigConsistency has made sure they are there). */
+function alignerDims(cfg: CheckpointConfig): AlignerDims {
+  const { classify_num: classifyNum } = cfg.thinker_config;
+  const { timestamp_token_id: timestampTokenId, timestamp_segment_time: segmentMs } = cfg;
+  if (classifyNum === undefined || timestampTokenId === undefined || segmentMs === undefined) {
+    throw new Error('aligner config without classify_num / timestamp_token_id / timestamp_segment_time (not checked?)');
+  }
+  return { classifyNum, timestampTokenId, segmentMs };
 }
 
 /** Formats the first zod issue as `field.path: message`. */
@@ -252,6 +291,7 @@ export function defaultMropeSection(headDim: number): number[] {
 
 /** An -hf config in the original (nested) shape the rest of the toolkit reads. */
 function originalShape(hf: HfCheckpointConfig): CheckpointConfig {
+  const aligner = hf.model_type === ALIGNER_MODEL_TYPE || hf.classify_num !== undefined;
   const { rope_parameters: rope, tie_word_embeddings: textTied, ...text } = hf.text_config;
   const tied = hf.tie_word_embeddings ?? textTied ?? false;
   return CheckpointConfigSchema.parse({
@@ -271,7 +311,9 @@ function originalShape(hf: HfCheckpointConfig): CheckpointConfig {
       audio_token_id: hf.audio_token_id,
       audio_start_token_id: hf.audio_start_token_id,
       audio_end_token_id: hf.audio_end_token_id,
+      ...(aligner ? { model_type: ALIGNER_MODEL_TYPE, classify_num: hf.classify_num } : {}),
     },
+    ...(aligner ? { timestamp_token_id: hf.timestamp_token_id, timestamp_segment_time: hf.timestamp_segment_time } : {}),
   });
 }
 
@@ -336,5 +378,28 @@ export function checkConfigConsistency(cfg: CheckpointConfig, format: Checkpoint
   ];
   for (const [key, id] of tokens) {
     if (id >= t.vocab_size) fail('top', key, `${id} is outside the vocabulary (vocab_size ${t.vocab_size})`);
+  }
+  if (isAlignerConfig(cfg)) checkAlignerConfig(cfg, format, file);
+}
+
+/**
+ * The forced aligner's own fields: classify_num (thinker_config in the original layout, top level
+ * in -hf), timestamp_token_id and timestamp_segment_time at top level in both; its head is never
+ * tied (a [classify_num, hidden] layer cannot share the [vocab, hidden] embedding).
+ */
+function checkAlignerConfig(cfg: CheckpointConfig, format: CheckpointFormat, file: string): void {
+  const at = (part: 'top' | 'text', key: string): string => (part === 'top' && format === 'original' && key !== 'classify_num'
+    ? key : configField(format, part, key));
+  const fail = (part: 'top' | 'text', key: string, why: string): never => {
+    throw new UserError(`${file}: ${at(part, key)}: ${why}`);
+  };
+  const what = 'the forced aligner (thinker_config.model_type "qwen3_forced_aligner")';
+  if (cfg.thinker_config.classify_num === undefined) fail('top', 'classify_num', `missing; ${what} needs its number of timestamp classes`);
+  if (cfg.timestamp_token_id === undefined) fail('top', 'timestamp_token_id', `missing; ${what} reads its head at the <timestamp> token`);
+  if (cfg.timestamp_segment_time === undefined) fail('top', 'timestamp_segment_time', `missing; ${what} needs the milliseconds per class`);
+  const vocab = cfg.thinker_config.text_config.vocab_size;
+  if ((cfg.timestamp_token_id ?? 0) >= vocab) fail('top', 'timestamp_token_id', `${cfg.timestamp_token_id} is outside the vocabulary (vocab_size ${vocab})`);
+  if (cfg.thinker_config.text_config.tie_word_embeddings) {
+    fail('text', 'tie_word_embeddings', `true, but ${what} has its own [classify_num, hidden] head that cannot be tied to the embedding`);
   }
 }

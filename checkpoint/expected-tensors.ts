@@ -13,7 +13,8 @@ import type { TensorSource } from './tensor-source.js';
  *   buffer, so it is not in the checkpoint (the graph computes it).
  * - text model: Qwen3 decoder, attention_bias=False (no projection biases), RMSNorm weights only,
  *   q_norm/k_norm over head_dim, SwiGLU MLP without bias, final norm.
- * - lm_head: `thinker.lm_head.weight` only required when the embeddings are not tied.
+ * - lm_head: `thinker.lm_head.weight` only required when the embeddings are not tied; the forced
+ *   aligner's is its timestamp head, [classify_num, hidden] (shared/ALIGNER.md), never tied.
  * nn.Linear weights are stored [out_features, in_features].
  */
 
@@ -71,7 +72,7 @@ export function expectedTensors(dims: ModelDims): Map<string, number[]> {
     linear(`${L}mlp.down_proj`, t.hidden, t.intermediate, false);
   }
   add(`${T}norm.weight`, [t.hidden]);
-  if (!t.tied) add(LM_HEAD, [t.vocab, t.hidden]);
+  if (!t.tied) add(LM_HEAD, [dims.aligner?.classifyNum ?? t.vocab, t.hidden]);
   return out;
 }
 

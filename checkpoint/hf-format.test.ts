@@ -121,7 +121,7 @@ describe('bad -hf checkpoints', () => {
     const d = fresh('hf-unknown');
     await craftCheckpoint(d, { format: 'hf', edit: (ts) => [...ts, floatTensor('model.vision_tower.patch_embed.weight', [2])] });
     expect(await openError(d)).toBe(
-      `${d}: tensor model.vision_tower.patch_embed.weight has no known original name (an -hf checkpoint's tensors start with model.multi_modal_projector.linear_1., model.multi_modal_projector.linear_2., model.audio_tower., model.language_model., lm_head.)`);
+      `${d}: tensor model.vision_tower.patch_embed.weight has no known original name (an -hf checkpoint's tensors start with model.multi_modal_projector.linear_1., model.multi_modal_projector.linear_2., model.audio_tower., model.language_model., lm_head., score.)`);
     const e = fresh('hf-proj-in-tower');
     await craftCheckpoint(e, { format: 'hf', edit: (ts) => [...ts, floatTensor('model.audio_tower.proj1.weight', [2])] });
     expect(await openError(e)).toMatch(/tensor model\.audio_tower\.proj1\.weight has no known original name/);

@@ -4,7 +4,7 @@ import { configField, dimsFromConfig, readCheckpointConfigWithFormat, type Check
 import { validateCheckpoint, type CheckOptions, type CheckpointReport } from './expected-tensors.js';
 import { HfTensorSource } from './renamed-source.js';
 import { openSafetensors } from './safetensors.js';
-import { formatOfName, storedName, type CheckpointFormat } from './tensor-names.js';
+import { formatOfName, storedName, type CheckpointFormat, type ModelKind } from './tensor-names.js';
 import type { TensorSource } from './tensor-source.js';
 
 export interface OpenCheckpoint {
@@ -35,7 +35,7 @@ export async function openCheckpoint(dir: string): Promise<OpenCheckpoint> {
   try {
     checkTensorNamesMatch(stored, format, file, root);
     const tensors = format === 'hf' ? new HfTensorSource(stored, root) : stored;
-    const report = validateCheckpoint(tensors, dims, root, checkOptionsFor(format));
+    const report = validateCheckpoint(tensors, dims, root, checkOptionsFor(format, dims.aligner ? 'forced_aligner' : 'asr'));
     return { dir: root, format, config, dims, tensors, report };
   } catch (err) {
     await stored.close();
@@ -44,9 +44,9 @@ export async function openCheckpoint(dir: string): Promise<OpenCheckpoint> {
 }
 
 /** Messages in the checkpoint's own terms: stored tensor names, config fields as spelled there. */
-export function checkOptionsFor(format: CheckpointFormat): CheckOptions {
+export function checkOptionsFor(format: CheckpointFormat, kind: ModelKind = 'asr'): CheckOptions {
   return {
-    displayName: (name) => storedName(name, format),
+    displayName: (name) => storedName(name, format, kind),
     layerField: {
       audio: configField(format, 'audio', 'encoder_layers'),
       text: configField(format, 'text', 'num_hidden_layers'),
