@@ -58,7 +58,10 @@ describe('quantize --awq on planted activation outliers', () => {
     expect(r.recipe).toBe('int4_awq0.5_rtn_block64_al4');
     expect(r.awq).toMatchObject({ alpha: 0.5, norms: 7, linears: 16, untied: [[EMBED_TOKENS, LM_HEAD]] });
     const cfg = JSON.parse(await readFile(join(model.dir, 'config.json'), 'utf8'));
-    expect(cfg.quantization).toEqual({ decoder_init: 'int4_awq0.5_rtn_block64_al4', decoder_step: 'int4_awq0.5_rtn_block64_al4' });
+    expect(cfg.quantization).toEqual({
+      decoder_init: 'int4_awq0.5_rtn_block64_al4', decoder_step: 'int4_awq0.5_rtn_block64_al4',
+      embedding: 'fp32', encoder: 'fp32', lm_head: 'int4_awq0.5_rtn_block64_al4', preset: 'decoders',
+    });
     expect(await sha256File(join(model.dir, 'embed_tokens.bin'))).toBe(embedBefore);
     for (const g of ['decoder_init', 'decoder_step']) {
       const m = await loadModel(join(model.dir, `${g}.int4.onnx`));

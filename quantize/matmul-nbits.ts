@@ -25,9 +25,19 @@ export interface NBitsOptions extends RtnParams {
   exclude: readonly string[];
 }
 
+/**
+ * The options of one MatMul/Gemm chosen by a recipe (quantize/recipe.ts): its rounding
+ * parameters and accuracy level, or null to leave it in float.
+ */
+export type NBitsChoice = (RtnParams & { accuracyLevel: number }) | null;
+/** Chooses per weight (by its checkpoint name) and node; without one every candidate takes the pass's options. */
+export type NBitsSelector = (c: { node: string; weight: string; K: number; N: number }) => NBitsChoice;
+
 /** One distinct source weight to quantise (shared by every graph/node that uses it). */
 export interface WeightTask {
   key: string;
+  /** How it is rounded (one weight rounded two ways is two tasks). */
+  params: RtnParams;
   /** Where the float32 weight bytes are. */
   source: TensorBytes;
   layout: WeightLayout;
@@ -74,8 +84,20 @@ interface Candidate {
   bias?: string;
 }
 
+/**
+ * The task for a float weight rounded with `params`: the same source, layout, shape and
+ * parameters give the same task (and so the same bytes, written once) in every graph and pass.
+ */
+export function weightTask(
+  registry: TaskRegistry, source: TensorBytes, layout: WeightLayout, K: number, N: number, params: RtnParams, weightName: string,
+): WeightTask {
+  const p: RtnParams = { bits: params.bits, blockSize: params.blockSize, symmetric: params.symmetric };
+  const key = `${tensorSourceId(source)}|${layout}|${K}x${N}|b${p.bits}g${p.blockSize}${p.symmetric ? 's' : 'a'}`;
+  return registry.get(key, () => ({ key, params: p, source, layout, K, N, weightName }));
+}
+
 export function quantizeMatMuls(
-  loaded: LoadedModel, opts: NBitsOptions, registry: TaskRegistry,
+  loaded: LoadedModel, opts: NBitsOptions, registry: TaskRegistry, select?: NBitsSelector,
 ): { generated: Map<string, GeneratedTensor>; report: NBitsReport } {
   const graph = loaded.graph;
   const idx = new GraphIndex(graph, loaded.path);
@@ -104,19 +126,17 @@ export function quantizeMatMuls(
       report.skipped.push({ node: nodeName, weight: weightName, reason: `weight data type ${cand.weight.dataType} (only float32 weights are quantised)` });
       continue;
     }
-    const source = tensorBytes(cand.weight, loaded.path);
-    const sourceId = tensorSourceId(source);
-    const task = registry.get(`${sourceId}|${cand.layout}|${cand.K}x${cand.N}`, () => ({
-      key: `${sourceId}|${cand.layout}|${cand.K}x${cand.N}`, source, layout: cand.layout, K: cand.K, N: cand.N, weightName,
-    }));
+    const choice: NBitsChoice = select ? select({ node: nodeName, weight: weightName, K: cand.K, N: cand.N }) : opts;
+    if (!choice) { report.skipped.push({ node: nodeName, weight: weightName, reason: 'float in the recipe' }); continue; }
+    const task = weightTask(registry, tensorBytes(cand.weight, loaded.path), cand.layout, cand.K, cand.N, choice, weightName);
     let names = namesFor.get(task);
     if (!names) {
-      const shape = rtnShape(cand.K, cand.N, opts);
+      const shape = rtnShape(cand.K, cand.N, choice);
       const fresh = (base: string): string => uniqueName(valueNames, base);
       names = {
-        B: fresh(`${weightName}_Q${opts.bits}`),
+        B: fresh(`${weightName}_Q${choice.bits}`),
         scales: fresh(`${weightName}_scales`),
-        zeroPoints: opts.symmetric ? null : fresh(`${weightName}_zero_points`),
+        zeroPoints: choice.symmetric ? null : fresh(`${weightName}_zero_points`),
       };
       namesFor.set(task, names);
       newInits.push({ name: names.B, dataType: DataType.UINT8, dims: [cand.N, shape.nBlocks, shape.blobSize] });
@@ -131,10 +151,10 @@ export function quantizeMatMuls(
     const inputs = [node.input[0], names.B, names.scales];
     if (names.zeroPoints || cand.bias) inputs.push(names.zeroPoints ?? '');
     if (cand.bias) inputs.push('', cand.bias);
-    const attributes = [makeIntAttribute('K', cand.K), makeIntAttribute('N', cand.N), makeIntAttribute('bits', opts.bits), makeIntAttribute('block_size', opts.blockSize)];
-    if (opts.accuracyLevel > 0) attributes.push(makeIntAttribute('accuracy_level', opts.accuracyLevel));
+    const attributes = [makeIntAttribute('K', cand.K), makeIntAttribute('N', cand.N), makeIntAttribute('bits', choice.bits), makeIntAttribute('block_size', choice.blockSize)];
+    if (choice.accuracyLevel > 0) attributes.push(makeIntAttribute('accuracy_level', choice.accuracyLevel));
     replace.set(node, {
-      name: uniqueName(nodeNames, nodeName ? `${nodeName}_Q${opts.bits}` : `MatMulNBits_${node.output[0]}`),
+      name: uniqueName(nodeNames, nodeName ? `${nodeName}_Q${choice.bits}` : `MatMulNBits_${node.output[0]}`),
       opType: 'MatMulNBits',
       domain: 'com.microsoft',
       input: inputs,

@@ -12,6 +12,7 @@ import {
 import { rtnDequantize, type RtnParams } from './rtn.js';
 import { randomFloats, removeTempDirs, tempDir } from './test-graphs.js';
 import { transformGraphs } from './transform.js';
+import { checkMatMulNBitsNodes } from './nbits-node-check.js';
 
 afterAll(removeTempDirs);
 
@@ -102,7 +103,11 @@ describe('quantize on the tiny fixture export', () => {
     expect(result.files).toEqual(['decoder_init.int4.onnx', 'decoder_step.int4.onnx', 'decoder_weights.int4.data', 'config.json']);
     expect(result.recipe).toBe('int4_rtn_block64_al4');
     const cfg = OutputConfigSchema.parse(JSON.parse(await readFile(join(workDir, 'config.json'), 'utf8')));
-    expect(cfg.quantization).toEqual({ decoder_init: 'int4_rtn_block64_al4', decoder_step: 'int4_rtn_block64_al4' });
+    // The default preset (decoders): encoder and lookup float, every component stated.
+    expect(cfg.quantization).toEqual({
+      decoder_init: 'int4_rtn_block64_al4', decoder_step: 'int4_rtn_block64_al4',
+      embedding: 'fp32', encoder: 'fp32', lm_head: 'int4_rtn_block64_al4', preset: 'decoders',
+    });
     for (const g of result.report.graphs) {
       // 3 layers x (input, post-attention, q, k norms) + final norm; 3 x 7 projections + lm_head.
       expect(g.fusion.rmsNorm).toBe(13);
@@ -157,65 +162,12 @@ describe('quantize on the tiny fixture export', () => {
   });
 
   it('every MatMulNBits node, run alone in ORT, equals a float64 matmul with its dequantised weight, which is within half a step of the float weight', async () => {
-    const q = await loadModel(join(workDir, 'decoder_init.int4.onnx'));
-    const f = await loadModel(join(floatDir, 'decoder_init.onnx'));
-    const floatNodeByOutput = new Map(f.model.graph!.node!.map((n) => [n.output![0], n]));
-    const splitByInput = new Map(q.model.graph!.node!.filter((n) => n.opType === 'Split').map((n) => [n.input![0], n]));
-    const nodes = q.model.graph!.node!.filter((n) => n.opType === 'MatMulNBits');
-    expect(nodes.length).toBe(13);
-    for (const n of nodes) {
-      const K = readIntAttribute(n, 'K', 0);
-      const N = readIntAttribute(n, 'N', 0);
-      const p: RtnParams = { bits: 4, blockSize: readIntAttribute(n, 'block_size', 0) as number, symmetric: false };
-      expect([readIntAttribute(n, 'bits', 0), p.blockSize, readIntAttribute(n, 'accuracy_level', 0)]).toEqual([4, 64, 4]);
-      const init = (name: string) => q.model.graph!.initializer!.find((t) => t.name === name)!;
-      const sc = readTensorBytesSync(init(n.input![2]), q.path);
-      const qt = {
-        B: readTensorBytesSync(init(n.input![1]), q.path),
-        scales: new Float32Array(sc.buffer.slice(sc.byteOffset, sc.byteOffset + sc.byteLength)),
-        zeroPoints: readTensorBytesSync(init(n.input![3]), q.path),
-      };
-      const dq = rtnDequantize(qt, K, N, p);
-
-      // The float weights this node replaced (several, side by side along N, for a packed node).
-      const outputs = splitByInput.get(n.output![0])?.output ?? [n.output![0]];
-      const orig = new Float32Array(K * N); // W [K, N]
-      let col0 = 0;
-      for (const o of outputs) {
-        const fn = floatNodeByOutput.get(o)!;
-        const fw = f.model.graph!.initializer!.find((t) => t.name === fn.input![1])!;
-        const raw = readTensorBytesSync(fw, f.path);
-        const w32 = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
-        const transB = fn.opType === 'Gemm' && readIntAttribute(fn, 'transB', 0) === 1;
-        const d = dimsOf(fw);
-        const n1 = transB ? d[0] : d[1];
-        expect(transB ? d[1] : d[0]).toBe(K);
-        for (let k = 0; k < K; k++) for (let c = 0; c < n1; c++) orig[k * N + col0 + c] = transB ? w32[c * K + k] : w32[k * n1 + c];
-        col0 += n1;
-      }
-      expect(col0).toBe(N);
-      const nb = Math.ceil(K / p.blockSize);
-      let worst = 0;
-      for (let k = 0; k < K; k++) for (let c = 0; c < N; c++) {
-        const step = qt.scales[c * nb + Math.floor(k / p.blockSize)];
-        worst = Math.max(worst, Math.abs(dq[k * N + c] - orig[k * N + c]) / step);
-      }
-      expect(worst, n.name!).toBeLessThanOrEqual(0.5 + 1e-5);
-
-      // The node alone, accuracy_level 0 (float activations), on random input rows.
-      const M = 2;
-      const single = singleNodeModel(n, q, K, N);
-      const path = join(workDir, `single.onnx`);
-      await writeFile(path, encodeModel(single));
-      const a = randomFloats(M * K, K + N);
-      const out = (await run(path, { A: new ort.Tensor('float32', a, [M, K]) }, 'disabled')).Y.data as Float32Array;
-      for (let m = 0; m < M; m++) for (let c = 0; c < N; c += 1) {
-        let s = 0;
-        let mag = 0;
-        for (let k = 0; k < K; k++) { s += a[m * K + k] * dq[k * N + c]; mag += Math.abs(a[m * K + k] * dq[k * N + c]); }
-        const err = Math.abs(out[m * N + c] - s) / mag;
-        if (err > 1e-5) expect(err, `${n.name} [${m}, ${c}]`).toBeLessThanOrEqual(1e-5);
-      }
+    const checks = await checkMatMulNBitsNodes(join(workDir, 'decoder_init.int4.onnx'), join(floatDir, 'decoder_init.onnx'));
+    expect(checks.length).toBe(13);
+    for (const c of checks) {
+      expect([c.bits, c.blockSize, c.accuracyLevel], c.node).toEqual([4, 64, 4]);
+      expect(c.worstSteps, c.node).toBeLessThanOrEqual(0.5 + 1e-5);
+      expect(c.worstRel, c.node).toBeLessThanOrEqual(1e-5);
     }
   });
 
@@ -359,18 +311,3 @@ describe('quantize on the tiny fixture export', () => {
 });
 
 /** A one-node model: the MatMulNBits node with accuracy_level 0, reading the same data file. */
-function singleNodeModel(n: NodeProto, q: LoadedModel, K: number, N: number) {
-  const names = new Set(n.input!.slice(1).filter(Boolean));
-  const initializer = q.model.graph!.initializer!.filter((t) => names.has(t.name!));
-  return OnnxProto.ModelProto.create({
-    irVersion: 8,
-    opsetImport: [{ domain: '', version: 17 }, { domain: 'com.microsoft', version: 1 }],
-    graph: {
-      name: 'single',
-      node: [{ ...n, input: ['A', ...n.input!.slice(1)], output: ['Y'], attribute: n.attribute!.filter((a) => a.name !== 'accuracy_level') }],
-      input: [{ name: 'A', type: { tensorType: { elemType: DataType.FLOAT, shape: { dim: [{ dimValue: 2 }, { dimValue: K }] } } } }],
-      output: [{ name: 'Y', type: { tensorType: { elemType: DataType.FLOAT, shape: { dim: [{ dimValue: 2 }, { dimValue: N }] } } } }],
-      initializer,
-    },
-  });
-}

@@ -11,12 +11,20 @@ import { smoothForQuantize, type AwqOptions } from './awq.js';
 import type { SmoothReport } from './smooth.js';
 import { transformGraphs, type TransformReport } from './transform.js';
 import { CONFIG_FILE, graphFileName, weightsFileName } from '../model-dir/files.js';
+import {
+  describeRecipe, embeddingSpecName, recipeEmbedding, recipeSelector, recipeVariant, resolveRecipe, sharesTable, specName,
+  type PresetName, type Recipe,
+} from './recipe.js';
+import { rm } from 'node:fs/promises';
 
 /**
  * `quantize` on a model directory (shared/CONTRACT.md): reads decoder_init.onnx and
  * decoder_step.onnx (float, sharing decoder_weights.data), writes decoder_init.int4.onnx,
  * decoder_step.int4.onnx and decoder_weights.int4.data beside them (int8: `.int8.`), and records
- * the recipe in config.json under `quantization`. The encoder is neither touched nor copied.
+ * the recipe in config.json under `quantization`. With a recipe that quantises the encoder
+ * (quantize/recipe.ts, preset `whole`) it also writes encoder.int4.onnx + encoder_weights.int4.data;
+ * otherwise the encoder is neither touched nor copied (and a stale quantised encoder of the same
+ * variant is removed, so the directory holds one recipe per variant).
  */
 
 export const DECODER_GRAPHS = ['decoder_init', 'decoder_step'] as const;
@@ -39,6 +47,15 @@ export interface QuantizeDirOptions {
   pack?: boolean;
   /** AWQ smoothing from calibrate's stats.json before rounding (calibrate/awq.ts). */
   awq?: AwqOptions;
+  /**
+   * Which components are quantised (quantize/recipe.ts; default `decoders`, the recipe before
+   * presets). `bits`, `blockSize`, `accuracyLevel` and `symmetric` set its quantised components.
+   */
+  preset?: PresetName;
+  /** Per-component specs over the preset: `{ encoder: 'int8', embedding: 'fp32', ... }`. */
+  overrides?: Readonly<Record<string, string>>;
+  /** How the lookup and the lm_head name their shared table (gather-block-quantized.ts; default 'range'). */
+  share?: 'range' | 'reshape';
   threads?: number;
   progress?: Progress;
 }
@@ -46,9 +63,18 @@ export interface QuantizeDirOptions {
 export interface QuantizeDirResult {
   modelDir: string;
   variant: string;
+  /** The decoders' recipe name (as config.json's decoder_init / decoder_step state it). */
   recipe: string;
+  /** The whole recipe, per component. */
+  components: Recipe;
+  /** config.json's `quantization` entries this run wrote (keys without the variant suffix). */
+  stated: Record<string, string>;
+  /** Whether the token lookup reads the lm_head's table (one copy on disk). */
+  sharedEmbedding: boolean;
   files: string[];
   report: TransformReport;
+  /** The encoder's transform, when the recipe quantises it. */
+  encoder?: TransformReport;
   /** What AWQ smoothing did (with `awq`). */
   awq?: SmoothReport;
 }
@@ -78,7 +104,7 @@ export function validateQuantizeOptions(o: Pick<QuantizeDirOptions, 'bits' | 'bl
 export async function quantizeModelDir(o: QuantizeDirOptions): Promise<QuantizeDirResult> {
   validateQuantizeOptions(o);
   const dir = resolve(o.modelDir);
-  const variant = `int${o.bits}`;
+  const variant = recipeVariant(recipeOf(o));
   const configPath = join(dir, CONFIG_FILE);
   await readConfig(configPath); // cheap checks before taking the lock
   // One writer at a time: config.json is read again under the lock, so no other run's recipe is lost.
@@ -113,8 +139,29 @@ async function readConfig(configPath: string): Promise<{ configText: string; raw
   return { configText, raw };
 }
 
+/** The options' recipe: the preset (default `decoders`) over the base spec, with the overrides. */
+export function recipeOf(o: Pick<QuantizeDirOptions, 'bits' | 'blockSize' | 'accuracyLevel' | 'symmetric' | 'preset' | 'overrides'>): Recipe {
+  return resolveRecipe(o.preset ?? 'decoders', o.overrides ?? {}, { bits: o.bits, blockSize: o.blockSize, accuracyLevel: o.accuracyLevel, symmetric: o.symmetric });
+}
+
+/** config.json's statement of a recipe (keys as for int4; other variants get a `.<variant>` suffix). */
+export function statedRecipe(r: Recipe, awqAlpha?: number): Record<string, string> {
+  const decoder = specName(r.decoder, awqAlpha);
+  return {
+    decoder_init: decoder, decoder_step: decoder,
+    embedding: embeddingSpecName(r.embedding, awqAlpha), encoder: specName(r.encoder),
+    lm_head: specName(r.lm_head, awqAlpha), preset: r.preset,
+  };
+}
+
 async function quantizeLocked(o: QuantizeDirOptions, dir: string, variant: string, configPath: string): Promise<QuantizeDirResult> {
   const { configText, raw } = await readConfig(configPath);
+  const components = recipeOf(o);
+  const quantizeEncoder = components.encoder.precision !== 'fp32';
+  const encoderSrc = join(dir, graphFileName('encoder'));
+  if (quantizeEncoder) {
+    try { await access(encoderSrc); } catch (err) { throw fsError('cannot read', encoderSrc, err); }
+  }
 
   for (const g of DECODER_GRAPHS) {
     const p = join(dir, graphFileName(g));
@@ -131,7 +178,12 @@ async function quantizeLocked(o: QuantizeDirOptions, dir: string, variant: strin
   let report: TransformReport;
   let smoothed: Awaited<ReturnType<typeof smoothForQuantize>> | null = null;
   let awqReport: SmoothReport | undefined;
-  const recipe = recipeName(o);
+  const recipe = specName(components.decoder, o.awq?.alpha);
+  const stated = statedRecipe(components, o.awq?.alpha);
+  const tied = Boolean((raw.decoder as { tie_word_embeddings?: unknown } | undefined)?.tie_word_embeddings);
+  const select = recipeSelector(components);
+  const nbits = { bits: o.bits, blockSize: o.blockSize, accuracyLevel: o.accuracyLevel, symmetric: o.symmetric, exclude: o.exclude };
+  let encoderReport: TransformReport | undefined;
   try {
     staged = await StagedFiles.create(dir, `quantize-${variant}`);
     const dataFile = staged.fileFor(weightsFileName('decoder', variant));
@@ -144,18 +196,38 @@ async function quantizeLocked(o: QuantizeDirOptions, dir: string, variant: strin
       fuse: o.fuse,
       skipFusion: o.fuse && o.skipFusion,
       pack: o.pack ?? QUANTIZE_DEFAULTS.pack,
-      quantize: { bits: o.bits, blockSize: o.blockSize, accuracyLevel: o.accuracyLevel, symmetric: o.symmetric, exclude: o.exclude },
+      quantize: nbits,
+      select,
+      embedding: recipeEmbedding(components, o.share),
+      excludeMustMatch: false,
       threads: o.threads,
       progress: o.progress,
     });
     awqReport = smoothed?.report;
     await smoothed?.cleanup();
     smoothed = null;
+    if (quantizeEncoder) {
+      encoderReport = await transformGraphs({
+        graphs: [{ src: encoderSrc, dst: staged.fileFor(graphFileName('encoder', variant)) }],
+        dataFile: staged.fileFor(weightsFileName('encoder', variant)),
+        fuse: false, skipFusion: false, pack: o.pack ?? QUANTIZE_DEFAULTS.pack,
+        quantize: nbits, select, excludeMustMatch: false, threads: o.threads, progress: o.progress,
+      });
+    }
+    // An exclude pattern must match something in one of the graphs.
+    o.exclude.forEach((pattern, i) => {
+      const graphs = [...report.graphs, ...(encoderReport?.graphs ?? [])];
+      if (!graphs.some((g) => (g.quantization?.excludeHits[i] ?? 0) > 0)) {
+        throw new UserError(`--exclude ${pattern} matches no quantisable MatMul/Gemm node or weight name`);
+      }
+    });
 
     const previous = (raw.quantization && typeof raw.quantization === 'object' ? raw.quantization : {}) as Record<string, string>;
-    const merged: Record<string, string> = { ...previous };
-    // int4 keys are the bare graph names (CONTRACT.md); other widths name their variant.
-    for (const g of DECODER_GRAPHS) merged[o.bits === 4 ? g : `${g}.${variant}`] = recipe;
+    // int4 keys are the bare names (CONTRACT.md); other widths name their variant. This run's
+    // recipe replaces every entry of its variant (one recipe per variant).
+    const ofVariant = (k: string): boolean => (variant === 'int4' ? !k.includes('.') : k.endsWith(`.${variant}`));
+    const merged: Record<string, string> = Object.fromEntries(Object.entries(previous).filter(([k]) => !ofVariant(k)));
+    for (const [k, v] of Object.entries(stated)) merged[variant === 'int4' ? k : `${k}.${variant}`] = v;
     raw.quantization = Object.fromEntries(Object.keys(merged).sort().map((k) => [k, merged[k]]));
     const text = `${JSON.stringify(raw, null, 2)}\n`;
     if (!OutputConfigSchema.safeParse(JSON.parse(text)).success) throw new Error('config.json no longer validates after adding quantization');
@@ -164,6 +236,14 @@ async function quantizeLocked(o: QuantizeDirOptions, dir: string, variant: strin
     // Report where the files are now, not where they were staged.
     const final = (p: string): string => join(dir, basename(p));
     report = { ...report, graphs: report.graphs.map((g) => ({ ...g, dst: final(g.dst) })), data: { ...report.data, file: final(report.data.file) } };
+    if (encoderReport) {
+      encoderReport = { ...encoderReport, graphs: encoderReport.graphs.map((g) => ({ ...g, dst: final(g.dst) })), data: { ...encoderReport.data, file: final(encoderReport.data.file) } };
+    } else {
+      // A float encoder in this recipe: the variant's quantised encoder of an earlier recipe goes
+      // (after the commit, so a failed run leaves the earlier recipe whole).
+      await rm(join(dir, graphFileName('encoder', variant)), { force: true });
+      await rm(join(dir, weightsFileName('encoder', variant)), { force: true });
+    }
   } catch (err) {
     await smoothed?.cleanup();
     await staged?.abort();
@@ -174,8 +254,15 @@ async function quantizeLocked(o: QuantizeDirOptions, dir: string, variant: strin
     modelDir: dir,
     variant,
     recipe,
-    files: [...DECODER_GRAPHS.map((g) => graphFileName(g, variant)), weightsFileName('decoder', variant), CONFIG_FILE],
+    components,
+    stated,
+    sharedEmbedding: sharesTable(components, tied),
+    files: [
+      ...(encoderReport ? [graphFileName('encoder', variant), weightsFileName('encoder', variant)] : []),
+      ...DECODER_GRAPHS.map((g) => graphFileName(g, variant)), weightsFileName('decoder', variant), CONFIG_FILE,
+    ],
     report,
+    ...(encoderReport ? { encoder: encoderReport } : {}),
     ...(awqReport ? { awq: awqReport } : {}),
   };
 }

@@ -148,13 +148,13 @@ describe('RTN block quantisation (MatMulNBits layout)', () => {
     const pool = new RtnWorkerPool(3);
     try {
       const bytes = new Uint8Array(w.buffer);
-      const viaPool = await quantizeWeight(pool, { key: 'k', source: { kind: 'inline', bytes }, layout: 'KN', K, N, weightName: 'w' }, p);
+      const viaPool = await quantizeWeight(pool, { key: 'k', params: p, source: { kind: 'inline', bytes }, layout: 'KN', K, N, weightName: 'w' }, p);
       const direct = rtnQuantize(w, 'KN', K, N, p);
       expect(Buffer.from(viaPool.B).equals(Buffer.from(direct.B))).toBe(true);
       expect(Buffer.from(viaPool.scales.buffer).equals(Buffer.from(direct.scales.buffer))).toBe(true);
       expect(Buffer.from(viaPool.zeroPoints!).equals(Buffer.from(direct.zeroPoints!))).toBe(true);
       const t = transpose(w, K, N);
-      const viaPoolT = await quantizeWeight(pool, { key: 't', source: { kind: 'inline', bytes: new Uint8Array(t.buffer) }, layout: 'NK', K, N, weightName: 't' }, p);
+      const viaPoolT = await quantizeWeight(pool, { key: 't', params: p, source: { kind: 'inline', bytes: new Uint8Array(t.buffer) }, layout: 'NK', K, N, weightName: 't' }, p);
       expect(Buffer.from(viaPoolT.B).equals(Buffer.from(direct.B))).toBe(true);
     } finally {
       await pool.close();

@@ -5,8 +5,9 @@ import { silentProgress, type Progress } from '../common/progress.js';
 import { fuseRmsNorm, type FuseReport } from './fuse-rmsnorm.js';
 import {
   TaskRegistry, quantizeMatMuls,
-  type GeneratedTensor, type NBitsOptions, type NBitsReport, type WeightTask,
+  type GeneratedTensor, type NBitsOptions, type NBitsReport, type NBitsSelector, type WeightTask,
 } from './matmul-nbits.js';
+import { quantizeEmbeddingGathers, type GatherQuantizeOptions, type GatherQuantizeReport } from './gather-block-quantized.js';
 import {
   ExternalDataWriter, checkExternalRanges, dimsOf, encodeModel, isExternal, loadModel, markExternal, pruneGraph, tensorBytes,
   type LoadedModel, type Placement,
@@ -43,8 +44,17 @@ export interface TransformOptions {
   skipFusion: boolean;
   /** null: no quantisation (writes fused float graphs). */
   quantize: NBitsOptions | null;
+  /**
+   * Per-weight choice (a recipe's components, quantize/recipe.ts): overrides `quantize`'s
+   * parameters for each MatMul/Gemm, or leaves it float. Only with `quantize`.
+   */
+  select?: NBitsSelector;
+  /** Token lookups to rewrite into GatherBlockQuantized (gather-block-quantized.ts). Only with `quantize`. */
+  embedding?: GatherQuantizeOptions | null;
   /** Pack sibling MatMulNBits (q|k|v, gate|up) into one wider node each (pack-projections.ts). */
   pack?: boolean;
+  /** Refuse an exclude pattern that matches nothing here (default true; a caller running several transforms checks the union). */
+  excludeMustMatch?: boolean;
   /** Worker threads (default: os.availableParallelism()). */
   threads?: number;
   progress?: Progress;
@@ -55,6 +65,8 @@ export interface GraphReport {
   dst: string;
   fusion: FuseReport;
   quantization: NBitsReport | null;
+  /** Present when rewriting token lookups (`embedding`). */
+  gathers?: GatherQuantizeReport;
   /** Present when quantising with `pack`. */
   packing?: PackReport;
 }
@@ -94,17 +106,19 @@ export async function transformGraphs(opts: TransformOptions): Promise<Transform
     const fusion = opts.fuse ? fuseRmsNorm(m, { skip: opts.skipFusion }) : { rmsNorm: 0, skipRmsNorm: 0 };
     let quantization: NBitsReport | null = null;
     let packing: PackReport | undefined;
+    let gathers: GatherQuantizeReport | undefined;
     if (opts.quantize) {
-      const r = quantizeMatMuls(m, opts.quantize, registry);
+      const r = quantizeMatMuls(m, opts.quantize, registry, opts.select);
       generated.set(m, r.generated);
       quantization = r.report;
+      if (opts.embedding) gathers = quantizeEmbeddingGathers(m, opts.embedding, registry, r.generated);
       if (opts.pack) packing = packSiblingMatMulNBits(m, r.generated);
     }
     pruneGraph(m.graph);
-    reports.push({ src: m.path, dst: resolve(opts.graphs[i].dst), fusion, quantization, ...(packing ? { packing } : {}) });
+    reports.push({ src: m.path, dst: resolve(opts.graphs[i].dst), fusion, quantization, ...(gathers ? { gathers } : {}), ...(packing ? { packing } : {}) });
   });
 
-  opts.quantize?.exclude.forEach((pattern, i) => {
+  if (opts.excludeMustMatch ?? true) opts.quantize?.exclude.forEach((pattern, i) => {
     if (!reports.some((r) => (r.quantization?.excludeHits[i] ?? 0) > 0)) {
       throw new UserError(`--exclude ${pattern} matches no quantisable MatMul/Gemm node or weight name`);
     }
@@ -127,8 +141,8 @@ export async function transformGraphs(opts: TransformOptions): Promise<Transform
       const computing = new Map<WeightTask, Promise<RtnOutput>>();
       const written = new Map<string, Placement>();
       const start = (task: WeightTask): void => {
-        if (!pool || !opts.quantize) throw new Error(`quantising ${task.weightName} without a worker pool or options`);
-        const p = quantizeWeight(pool, task, opts.quantize);
+        if (!pool) throw new Error(`quantising ${task.weightName} without a worker pool`);
+        const p = quantizeWeight(pool, task, task.params);
         p.catch(() => undefined); // surfaced when awaited
         computing.set(task, p);
       };
@@ -151,7 +165,7 @@ export async function transformGraphs(opts: TransformOptions): Promise<Transform
             else {
               placement = await data.addBytes(t.dataType, dims, await partBytes(computing, g, startUpTo, start, order));
               written.set(partKey, placement);
-              if (lastPart(g, opts.quantize?.symmetric ?? false)) {
+              if (lastPart(g)) {
                 for (const task of g.tasks) { computing.delete(task); finished.add(task); }
                 progress.update('quantizing', finished.size, order.length);
               }
@@ -201,6 +215,6 @@ async function partBytes(
 }
 
 /** True for the last part written of a weight (its zero points, or its scales when symmetric). */
-function lastPart(g: GeneratedTensor, symmetric: boolean): boolean {
-  return symmetric ? g.part === 'scales' : g.part === 'zeroPoints';
+function lastPart(g: GeneratedTensor): boolean {
+  return g.tasks[0].params.symmetric ? g.part === 'scales' : g.part === 'zeroPoints';
 }
