@@ -13,6 +13,7 @@ import type { CheckpointFormat } from '../checkpoint/tensor-names.js';
 import { INDEX_FILE, openSafetensors, openSafetensorsFile, SINGLE_FILE } from '../checkpoint/safetensors.js';
 import type { TensorSource } from '../checkpoint/tensor-source.js';
 import { emitResult, type CommonOptions } from './output.js';
+import { detectLayout, type Layout } from '../model-dir/layout.js';
 import { CONFIG_FILE } from '../model-dir/files.js';
 import { elementBytes, toNumber } from '../common/onnx/index.js';
 
@@ -121,6 +122,8 @@ export interface OnnxInspection { kind: 'onnx'; path: string; graphs: GraphInspe
 export interface ModelDirInspection {
   kind: 'model';
   path: string;
+  /** split (the contract) or sherpa-onnx (model-dir/layout.ts). */
+  layout: Layout;
   /** Problems with config.json against the output contract (empty when it conforms). */
   configProblems: string[];
   files: { name: string; bytes: number }[];
@@ -247,7 +250,7 @@ async function inspectModelDir(dir: string, configText: string): Promise<ModelDi
   const files = await Promise.all(entries.map(async (name) => ({ name, bytes: (await stat(join(dir, name))).size })));
   const graphs: GraphInspection[] = [];
   for (const name of entries.filter((n) => n.endsWith('.onnx'))) graphs.push(await inspectOnnxFile(join(dir, name)));
-  return { kind: 'model', path: dir, configProblems, files, graphs };
+  return { kind: 'model', path: dir, layout: await detectLayout(dir).catch(() => 'split' as const), configProblems, files, graphs };
 }
 
 const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false);
@@ -328,7 +331,7 @@ export function formatInspection(r: Inspection): string {
       return r.graphs.flatMap(graphLines).join('\n');
     case 'model':
       return [
-        `model directory ${r.path}`,
+        `model directory ${r.path} (${r.layout} layout)`,
         r.configProblems.length ? `config.json: ${r.configProblems.join('; ')}` : 'config.json: ok',
         'files:', ...r.files.map((f) => `  ${f.name} ${mb(f.bytes)}`),
         ...r.graphs.flatMap(graphLines),

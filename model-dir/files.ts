@@ -3,7 +3,9 @@ import { join } from 'node:path';
 import { LOCK_FILE } from '../common/dir-lock.js';
 import { TEMP_NAME, sweepDeadRunDebris } from '../common/debris.js';
 import { UserError, fsError } from '../common/errors.js';
-import { SHERPA_FILE_NAME, SHERPA_TOKENIZER_DIR, SHERPA_TOKENIZER_FILES } from './layout.js';
+import {
+  SHERPA_FILE_NAME, SHERPA_TOKENIZER_DIR, SHERPA_TOKENIZER_FILES, floatFallbackGraphs, type Layout, type SherpaGraphName,
+} from './layout.js';
 
 /**
  * The files of a split-layout model directory (shared/CONTRACT.md) that qwen3-onnx writes, and the
@@ -102,17 +104,18 @@ async function isFile(path: string): Promise<boolean> {
 
 /**
  * The graph file (name inside `dir`) a consumer asking for `variant` loads. fp32: `<graph>.onnx`.
- * Another variant: `<graph>.<variant>.onnx`; the split contract lets the float encoder serve every
- * variant, so only the encoder falls back to `encoder.onnx`. An absent decoder of the variant is an
- * error naming the missing file, never a silent fall back to float.
+ * Another variant: `<graph>.<variant>.onnx`; a float graph serves every variant only where the
+ * layout says so (floatFallbackGraphs: the split contract's encoder; the sherpa-onnx layout's conv
+ * front end and encoder). An absent decoder of the variant is an error naming the missing file,
+ * never a silent fall back to float.
  */
-export async function graphFileFor(dir: string, graph: GraphName, variant: string): Promise<string> {
+export async function graphFileFor(dir: string, graph: GraphName | SherpaGraphName, variant: string, layout: Layout = 'split'): Promise<string> {
   if (!/^[a-z0-9]+$/.test(variant)) throw new UserError(`--variant must be like fp32 or int4, got "${variant}"`);
   const plain = `${graph}.onnx`;
   if (variant !== 'fp32') {
     const suffixed = `${graph}.${variant}.onnx`;
     if (await isFile(join(dir, suffixed))) return suffixed;
-    if (graph !== 'encoder') throw new UserError(`${dir}: variant ${variant} has no ${suffixed} (run quantize first)`);
+    if (!floatFallbackGraphs(layout).includes(graph)) throw new UserError(`${dir}: variant ${variant} has no ${suffixed} (run quantize first)`);
   }
   if (!(await isFile(join(dir, plain)))) throw new UserError(`${dir}: ${plain} is missing (not a qwen3-onnx model directory?)`);
   return plain;

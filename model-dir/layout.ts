@@ -1,7 +1,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../common/errors.js';
-import { CONFIG_FILE } from './files.js';
+import { CONFIG_FILE, GRAPHS, type GraphName } from './files.js';
 
 /**
  * The two layouts a qwen3-onnx model directory can have, and the file names of the second one.
@@ -29,6 +29,24 @@ export function sherpaGraphFileName(graph: SherpaGraphName, variant: string = 'f
 /** The external-data file a sherpa-layout graph points into: `<graph>.data`, `<graph>.<variant>.data`. */
 export function sherpaWeightsFileName(graph: SherpaGraphName, variant: string = 'fp32'): string {
   return variant === 'fp32' ? `${graph}.data` : `${graph}.${variant}.data`;
+}
+
+/** The graphs a consumer of `layout` loads, in load order. */
+/** A graph of either layout. */
+export type AnyGraphName = GraphName | SherpaGraphName;
+
+export function layoutGraphs(layout: Layout): readonly AnyGraphName[] {
+  return layout === 'split' ? GRAPHS : SHERPA_GRAPHS;
+}
+
+/** Graphs whose float file serves a quantised variant that has none of its own (the rest must exist per variant). */
+export function floatFallbackGraphs(layout: Layout): readonly AnyGraphName[] {
+  return layout === 'split' ? ['encoder'] : ['conv_frontend', 'encoder'];
+}
+
+/** What an archive name says between the size label and the variant: `qwen3-asr-0.6b-sherpa-onnx-int4`. */
+export function archiveLayoutTag(layout: Layout): string {
+  return layout === 'split' ? '' : `${layout}-`;
 }
 
 /** The folder sherpa's `tokenizer` option points at, and what it reads there (tokenizer.json is not read). */

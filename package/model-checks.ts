@@ -7,6 +7,7 @@ import { OutputConfigSchema, type OutputConfig } from '../model-dir/config.js';
 import { readSupportFiles } from '../checkpoint/support-files.js';
 import { graphFileFor } from './variant-files.js';
 import { CONFIG_FILE, EMBED_TOKENS_BIN } from '../model-dir/files.js';
+import { SHERPA_TOKENIZER_DIR, type AnyGraphName, type Layout } from '../model-dir/layout.js';
 
 /**
  * The cheap checks a model directory (or an archive's extracted small files) must pass before
@@ -44,8 +45,14 @@ export async function checkModelContents(t: ModelCheckTarget): Promise<OutputCon
   }
   const config = parseJsonWith(OutputConfigSchema, text, configName);
   checkConfigFields(config, configName);
+  if ((config.layout ?? 'split') === 'sherpa-onnx') {
+    // The embedding lives inside decoder.onnx; the tokenizer in tokenizer/.
+    await checkGraphWidths(t, config, SHERPA_WIDTHS(config), 'sherpa-onnx');
+    await checkTokenizer({ ...t, dir: join(t.dir, SHERPA_TOKENIZER_DIR), display: `${t.display}/${SHERPA_TOKENIZER_DIR}` }, config);
+    return config;
+  }
   await checkEmbedTable(t, config);
-  await checkGraphWidths(t, config);
+  await checkGraphWidths(t, config, SPLIT_WIDTHS(config), 'split');
   await checkTokenizer(t, config);
   return config;
 }
@@ -91,19 +98,31 @@ function lastDim(model: LoadedModel, kind: 'input' | 'output', name: string): nu
   return last.dimValue === null || last.dimValue === undefined ? null : toNumber(last.dimValue) || null;
 }
 
-async function checkGraphWidths(t: ModelCheckTarget, config: OutputConfig): Promise<void> {
-  const want: { graph: 'encoder' | 'decoder_init' | 'decoder_step'; kind: 'input' | 'output'; name: string; value: number; field: string }[] = [
-    { graph: 'encoder', kind: 'output', name: 'audio_features', value: config.encoder.output_dim, field: 'encoder.output_dim' },
-    { graph: 'decoder_init', kind: 'input', name: 'audio_features', value: config.decoder.hidden_size, field: 'decoder.hidden_size' },
-    { graph: 'decoder_init', kind: 'output', name: 'logits', value: config.decoder.vocab_size, field: 'decoder.vocab_size' },
-    { graph: 'decoder_step', kind: 'input', name: 'input_embeds', value: config.decoder.hidden_size, field: 'decoder.hidden_size' },
-    { graph: 'decoder_step', kind: 'output', name: 'logits', value: config.decoder.vocab_size, field: 'decoder.vocab_size' },
-  ];
+/** A graph input's or output's last-axis width that config.json fixes. */
+interface WidthRule { graph: AnyGraphName; kind: 'input' | 'output'; name: string; value: number; field: string }
+
+const SPLIT_WIDTHS = (config: OutputConfig): WidthRule[] => [
+  { graph: 'encoder', kind: 'output', name: 'audio_features', value: config.encoder.output_dim, field: 'encoder.output_dim' },
+  { graph: 'decoder_init', kind: 'input', name: 'audio_features', value: config.decoder.hidden_size, field: 'decoder.hidden_size' },
+  { graph: 'decoder_init', kind: 'output', name: 'logits', value: config.decoder.vocab_size, field: 'decoder.vocab_size' },
+  { graph: 'decoder_step', kind: 'input', name: 'input_embeds', value: config.decoder.hidden_size, field: 'decoder.hidden_size' },
+  { graph: 'decoder_step', kind: 'output', name: 'logits', value: config.decoder.vocab_size, field: 'decoder.vocab_size' },
+];
+
+const SHERPA_WIDTHS = (config: OutputConfig): WidthRule[] => [
+  { graph: 'conv_frontend', kind: 'output', name: 'conv_output', value: config.encoder.hidden_size, field: 'encoder.hidden_size' },
+  { graph: 'encoder', kind: 'input', name: 'conv_output', value: config.encoder.hidden_size, field: 'encoder.hidden_size' },
+  { graph: 'encoder', kind: 'output', name: 'audio_features', value: config.encoder.output_dim, field: 'encoder.output_dim' },
+  { graph: 'decoder', kind: 'input', name: 'audio_features', value: config.decoder.hidden_size, field: 'decoder.hidden_size' },
+  { graph: 'decoder', kind: 'output', name: 'logits', value: config.decoder.vocab_size, field: 'decoder.vocab_size' },
+];
+
+async function checkGraphWidths(t: ModelCheckTarget, config: OutputConfig, want: WidthRule[], layout: Layout): Promise<void> {
   const loaded = new Map<string, { file: string; model: LoadedModel }>();
   for (const w of want) {
     let g = loaded.get(w.graph);
     if (!g) {
-      const file = await graphFileFor(t.dir, w.graph, t.variant).catch((err: unknown) => {
+      const file = await graphFileFor(t.dir, w.graph, t.variant, layout).catch((err: unknown) => {
         throw err instanceof UserError ? new UserError(err.message.split(t.dir).join(t.display)) : err;
       });
       const model = await loadModel(join(t.dir, file)).catch((err: unknown) => {
@@ -115,6 +134,27 @@ async function checkGraphWidths(t: ModelCheckTarget, config: OutputConfig): Prom
     const got = lastDim(g.model, w.kind, w.name);
     if (got !== null && got !== w.value) {
       throw new UserError(`${t.display}/${g.file}: ${w.kind} ${w.name} is ${got} wide, but config.json ${w.field} is ${w.value}`);
+    }
+  }
+  if (layout === 'sherpa-onnx') {
+    const dec = loaded.get('decoder');
+    if (dec) checkSherpaDecoderInputs(t, config, dec.file, dec.model);
+  }
+}
+
+/** sherpa binds the decoder's inputs by position and sizes its caches from them: 4 + 2 * layers inputs, static kv heads and head_dim. */
+function checkSherpaDecoderInputs(t: ModelCheckTarget, config: OutputConfig, file: string, model: LoadedModel): void {
+  const inputs = model.model.graph?.input ?? [];
+  const d = config.decoder;
+  const want = 4 + 2 * d.num_layers;
+  if (inputs.length !== want) {
+    throw new UserError(`${t.display}/${file}: ${inputs.length} inputs, but config.json decoder.num_layers ${d.num_layers} needs ${want} (4 + a key and a value cache per layer)`);
+  }
+  for (let i = 4; i < inputs.length; i++) {
+    const dims = inputs[i].type?.tensorType?.shape?.dim ?? [];
+    const fixed = (k: number): number | null => (dims[k]?.dimValue == null ? null : toNumber(dims[k].dimValue as number));
+    if (dims.length !== 4 || fixed(2) !== d.num_key_value_heads || fixed(3) !== d.head_dim) {
+      throw new UserError(`${t.display}/${file}: cache input ${inputs[i].name} must be [1, T, ${d.num_key_value_heads}, ${d.head_dim}] with static kv heads and head_dim`);
     }
   }
 }

@@ -8,7 +8,9 @@ import { StagedFiles } from '../common/staging.js';
 import { parseJsonWith } from '../checkpoint/config.js';
 import { type OutputConfig } from '../model-dir/config.js';
 import { parseCompressionLevel, writeTarGz, type ArchiveEntry, type ArchivedFile, type CompressionLevel } from './archive-writer.js';
-import { GRAPHS, graphFileFor, variantFiles } from './variant-files.js';
+import { graphFileFor, variantFiles } from './variant-files.js';
+import { archiveLayoutTag, layoutGraphs, type Layout } from '../model-dir/layout.js';
+import { SHERPA_README, sherpaReadme } from './sherpa-readme.js';
 import { assertOrtOpens } from './ort-open.js';
 import {
   ARCHIVE_MANIFEST_NAME, archiveManifestJson, manifestJson, PackageManifestSchema,
@@ -80,15 +82,16 @@ export async function packageModel(opts: PackageOptions): Promise<PackageResult>
 
   const files = await variantFiles(modelDir, opts.variant);
   const config = await checkModelContents({ dir: modelDir, display: modelDir, variant: opts.variant });
+  const layout = config.layout ?? 'split';
   const label = sizeLabelOf(config, opts.sizeLabel);
-  const name = `${ARCHIVE_PREFIX}${label}-${opts.variant}`;
+  const name = `${ARCHIVE_PREFIX}${label}-${archiveLayoutTag(layout)}${opts.variant}`;
 
   // Where the output folder starts to exist: a failed first run removes the folders it made.
   const made = await mkdir(outputDir, { recursive: true }).catch((err: unknown) => { throw fsError('cannot create', outputDir, err); });
   try {
     const lock = await acquireDirLock(outputDir, 'package');
     try {
-      return await packageInto(opts, { modelDir, outputDir, files, config, label, name, level });
+      return await packageInto(opts, { modelDir, outputDir, files, config, label, name, level, layout });
     } finally {
       await lock.release();
     }
@@ -100,14 +103,16 @@ export async function packageModel(opts: PackageOptions): Promise<PackageResult>
 
 async function packageInto(
   opts: PackageOptions,
-  p: { modelDir: string; outputDir: string; files: string[]; config: OutputConfig; label: string; name: string; level: CompressionLevel },
+  p: { modelDir: string; outputDir: string; files: string[]; config: OutputConfig; label: string; name: string; level: CompressionLevel; layout: Layout },
 ): Promise<PackageResult> {
   const stage = await StagedFiles.create(p.outputDir, p.name);
   try {
-    for (const graph of GRAPHS) {
-      const file = await graphFileFor(p.modelDir, graph, opts.variant);
+    const graphFiles: string[] = [];
+    for (const graph of layoutGraphs(p.layout)) {
+      const file = await graphFileFor(p.modelDir, graph, opts.variant, p.layout);
       opts.progress.info(`checking ${file} in onnxruntime`);
       await assertOrtOpens(join(p.modelDir, file), join(p.modelDir, file));
+      graphFiles.push(file);
     }
 
     const variantConfig = new TextEncoder().encode(`${JSON.stringify(configForVariant(p.config, opts.variant), null, 2)}\n`);
@@ -115,6 +120,12 @@ async function packageInto(
     for (const f of p.files) {
       if (f === CONFIG_FILE) entries.push({ name: f, source: { bytes: variantConfig }, size: variantConfig.byteLength });
       else entries.push({ name: f, source: { path: join(p.modelDir, f) }, size: await statSize(join(p.modelDir, f)) });
+    }
+    if (p.layout === 'sherpa-onnx') {
+      const [convFrontend, encoder, decoder] = graphFiles;
+      const readme = new TextEncoder().encode(sherpaReadme({ top: p.name, convFrontend, encoder, decoder, variant: opts.variant, sizeLabel: p.label }));
+      entries.push({ name: SHERPA_README, source: { bytes: readme }, size: readme.byteLength });
+      entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     }
     const described = {
       variant: opts.variant,

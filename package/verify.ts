@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -15,7 +15,9 @@ import {
 } from './manifest.js';
 import { checkModelContents } from './model-checks.js';
 import { unfinishedCommitsIn } from './output-dir.js';
-import { GRAPHS, graphFileFor, variantFiles } from './variant-files.js';
+import { graphFileFor, variantFiles } from './variant-files.js';
+import { SHERPA_TOKENIZER_DIR, detectLayout, layoutGraphs } from '../model-dir/layout.js';
+import { SHERPA_README } from './sherpa-readme.js';
 import { assertOrtOpens } from './ort-open.js';
 import { EMBED_TOKENS_BIN } from '../model-dir/files.js';
 
@@ -56,6 +58,16 @@ const ARCHIVE_NAME = /^qwen3-asr-([a-z0-9][a-z0-9.-]*)-([a-z0-9]+)\.tar\.gz$/;
 /** The in-archive manifest is a few KiB; refuse to buffer anything claiming to be far larger. */
 const MAX_MANIFEST_BYTES = 16 << 20;
 /** Members `contents` leaves unwritten (hashed only): the weights. */
+/**
+ * A member path inside the top folder: a plain name, or one file in the sherpa-onnx layout's
+ * tokenizer/ folder; nothing else nests.
+ */
+function isMemberPath(rel: string): boolean {
+  const parts = rel.split('/');
+  if (parts.some((p) => p === '' || p === '.' || p === '..')) return false;
+  return parts.length === 1 || (parts.length === 2 && parts[0] === SHERPA_TOKENIZER_DIR);
+}
+
 const isBulk = (name: string): boolean => name.endsWith('.data') || name === EMBED_TOKENS_BIN;
 
 async function loadManifestBeside(archive: string): Promise<PackageManifest | null> {
@@ -120,7 +132,7 @@ export async function verifyArchive(archive: string, opts: VerifyOptions): Promi
       }
       if (!h.name.startsWith(`${top}/`)) throw new UserError(`${archive}: ${h.name} is outside the top-level folder ${top}/`);
       const rel = h.name.slice(top.length + 1);
-      if (!rel || rel.includes('/') || rel === '.' || rel === '..') throw new UserError(`${archive}: unexpected path ${h.name}`);
+      if (!isMemberPath(rel)) throw new UserError(`${archive}: unexpected path ${h.name}`);
       if (seen.has(rel)) throw new UserError(`${archive}: ${rel} is stored twice`);
       seen.add(rel);
       if (rel === ARCHIVE_MANIFEST_NAME) {
@@ -133,6 +145,7 @@ export async function verifyArchive(archive: string, opts: VerifyOptions): Promi
       }
       const hash = createHash('sha256');
       const extract = scratch !== null && (opts.depth === 'full' || !isBulk(rel));
+      if (extract && rel.includes('/')) mkdirSync(join(scratch, dirname(rel)), { recursive: true });
       let out: WriteStream | null = extract ? createWriteStream(join(scratch, rel)) : null;
       let size = 0;
       return {
@@ -177,10 +190,12 @@ export async function verifyArchive(archive: string, opts: VerifyOptions): Promi
       const wanted = await variantFiles(scratch, variant).catch((err: unknown) => {
         throw err instanceof UserError ? new UserError(`${archive}: ${err.message.split(scratch).join(top)}`) : err;
       });
+      const layout = await detectLayout(scratch);
+      if (layout === 'sherpa-onnx') wanted.push(SHERPA_README);
       const extra = files.map((f) => f.path).filter((f) => !wanted.includes(f));
       if (extra.length) throw new UserError(`${archive}: ${extra[0]} is not a file the ${variant} variant loads`);
-      for (const graph of GRAPHS) {
-        const file = await graphFileFor(scratch, graph, variant);
+      for (const graph of layoutGraphs(layout)) {
+        const file = await graphFileFor(scratch, graph, variant, layout);
         await assertOrtOpens(join(scratch, file), `${archive}: ${top}/${file}`);
       }
     }
