@@ -18,7 +18,7 @@ let dir: string;
 beforeAll(async () => {
   const src = await tinyModelDir();
   dir = await mkdtemp(join(tmpdir(), 'qwen3-onnx-cli-quantize-'));
-  for (const f of ['decoder_init.onnx', 'decoder_step.onnx', 'decoder_weights.data', 'config.json']) await copyFile(join(src, f), join(dir, f));
+  for (const f of ['encoder.onnx', 'encoder_weights.data', 'decoder_init.onnx', 'decoder_step.onnx', 'decoder_weights.data', 'config.json']) await copyFile(join(src, f), join(dir, f));
 }, 300_000);
 afterAll(async () => { await rm(dir, { recursive: true, force: true }); });
 
@@ -34,7 +34,10 @@ describe('qwen3-onnx quantize', () => {
     // Packing is the default: q|k|v and gate|up of each of the 3 layers.
     expect(out.report.graphs.map((g: { packing: { packed: unknown[] } }) => g.packing.packed.length)).toEqual([6, 6]);
     const cfg = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'));
-    expect(cfg.quantization).toEqual({ decoder_init: 'int4_rtn_block64_al4', decoder_step: 'int4_rtn_block64_al4' });
+    expect(cfg.quantization).toEqual({
+      decoder_init: 'int4_rtn_block64_al4', decoder_step: 'int4_rtn_block64_al4',
+      embedding: 'fp32', encoder: 'fp32', lm_head: 'int4_rtn_block64_al4', preset: 'decoders',
+    });
   });
 
   it('--bits 8 --symmetric --block-size 32 --accuracy-level 0 names the int8 files and recipe', async () => {
@@ -46,7 +49,21 @@ describe('qwen3-onnx quantize', () => {
     expect(cfg.quantization).toEqual({
       decoder_init: 'int4_rtn_block64_al4', 'decoder_init.int8': 'int8_rtn_block32_al0_sym',
       decoder_step: 'int4_rtn_block64_al4', 'decoder_step.int8': 'int8_rtn_block32_al0_sym',
+      embedding: 'fp32', 'embedding.int8': 'fp32', encoder: 'fp32', 'encoder.int8': 'fp32',
+      lm_head: 'int4_rtn_block64_al4', 'lm_head.int8': 'int8_rtn_block32_al0_sym', preset: 'decoders', 'preset.int8': 'decoders',
     });
+  });
+
+  it('--preset whole with per-component overrides writes the int4 encoder and states the recipe it ran', async () => {
+    const r = cli(['--model-dir', dir, '--preset', 'whole', '--encoder', 'int8,block=32', '--lm-head', 'int4,block=32', '--embedding', 'int4,block=32']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/recipe custom: encoder int8 b32 al4, decoder int4 b64 al4, embedding int4 b32, lm_head int4 b32 al4; the lookup reads the lm_head's int4 table/);
+    expect(r.stdout).toMatch(/encoder\.int4\.onnx: 21 MatMul -> MatMulNBits/);
+    expect(r.stdout).toMatch(/1 lookup -> GatherBlockQuantized/);
+    const cfg = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'));
+    expect([cfg.quantization.preset, cfg.quantization.encoder, cfg.quantization.embedding, cfg.quantization.lm_head])
+      .toEqual(['custom', 'int8_rtn_block32_al4', 'int4_rtn_block32_gather', 'int4_rtn_block32_al4']);
   });
 
   it('prints a human summary without --json', () => {
@@ -70,6 +87,14 @@ describe('qwen3-onnx quantize', () => {
     ['a block size that is not a power of two', ['--model-dir', '.', '--block-size', '48'], /--block-size must be a power of two >= 16/],
     ['an accuracy level out of range', ['--model-dir', '.', '--accuracy-level', '7'], /--accuracy-level must be 0\.\.4, got 7/],
     ['an unsupported width', ['--model-dir', '.', '--bits', '3'], /--bits.*3.*(choices|Allowed)/i],
+    ['an unknown preset', ['--model-dir', '.', '--preset', 'most'], /--preset.*most.*(choices|Allowed)/i],
+    ['an unknown component', ['--model-dir', '.', '--recipe', 'vision=int4'], /^qwen3-onnx: error: --recipe: unknown component "vision" \(encoder, decoder, embedding, lm_head\)\n$/],
+    ['3-bit weights for a component', ['--model-dir', '.', '--encoder', 'int3'], /^qwen3-onnx: error: --encoder int3: precision must be fp32, int8 or int4, got "int3"\n$/],
+    ['block 0 for a component', ['--model-dir', '.', '--lm-head', 'int4,block=0'], /^qwen3-onnx: error: --lm-head int4,block=0: block must be a power of two from 16 to 256, got 0\n$/],
+    ['an unknown setting', ['--model-dir', '.', '--recipe', 'decoder=int4,group=2'], /^qwen3-onnx: error: --decoder int4,group=2: unknown setting "group=2" \(block=N, al=N, sym or asym\)\n$/],
+    ['a float decoder', ['--model-dir', '.', '--decoder', 'fp32'], /^qwen3-onnx: error: --decoder fp32: a quantised variant quantises the decoder/],
+    ['an int8 lookup', ['--model-dir', '.', '--embedding', 'int8'], /^qwen3-onnx: error: --embedding int8: the token lookup is fp32 or int4/],
+    ['a recipe entry without =', ['--model-dir', '.', '--recipe', 'encoder'], /^qwen3-onnx: error: --recipe encoder: expected component=spec/],
   ];
   for (const [what, args, message] of bad) {
     it(`fails with one clear line on ${what}`, () => {

@@ -4,6 +4,7 @@ import { QUANTIZE_DEFAULTS, quantizeModelDir } from '../quantize/model-dir.js';
 import { UserError } from '../common/errors.js';
 import { AWQ_DEFAULT_ALPHA } from '../quantize/awq-scales.js';
 import { readAwqStats } from '../calibrate/stats-file.js';
+import { describeRecipe } from '../quantize/recipe.js';
 
 interface QuantizeFlags extends CommonOptions {
   modelDir: string;
@@ -18,14 +19,43 @@ interface QuantizeFlags extends CommonOptions {
   threads?: number;
   awq?: string;
   awqAlpha?: string;
+  preset: string;
+  encoder?: string;
+  decoder?: string;
+  embedding?: string;
+  lmHead?: string;
+  recipe?: string[];
+  tableShare: 'range' | 'reshape';
+}
+
+/** `--recipe component=spec ...` and the per-component flags as one override map (flags win). */
+function recipeOverrides(flags: QuantizeFlags): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const entry of flags.recipe ?? []) {
+    const at = entry.indexOf('=');
+    if (at <= 0) throw new UserError(`--recipe ${entry}: expected component=spec, e.g. encoder=int8`);
+    out[entry.slice(0, at).trim()] = entry.slice(at + 1);
+  }
+  if (flags.encoder !== undefined) out.encoder = flags.encoder;
+  if (flags.decoder !== undefined) out.decoder = flags.decoder;
+  if (flags.embedding !== undefined) out.embedding = flags.embedding;
+  if (flags.lmHead !== undefined) out.lm_head = flags.lmHead;
+  return out;
 }
 
 export function register(program: Command): void {
   program
     .command('quantize')
-    .description('fuse RMSNorm and quantise the decoder graphs of a model directory to MatMulNBits (int4 RTN by default); writes decoder_{init,step}.int4.onnx and decoder_weights.int4.data beside the float files')
-    .requiredOption('--model-dir <dir>', 'exported model directory (decoder_init.onnx, decoder_step.onnx, config.json)')
-    .addOption(new Option('--bits <n>', 'weight bits').choices(['4', '8']).default('4'))
+    .description('fuse RMSNorm and quantise a model directory to MatMulNBits (int4 RTN by default) by a recipe: --preset decoders writes decoder_{init,step}.int4.onnx and decoder_weights.int4.data beside the float files; --preset whole also encoder.int4.onnx + encoder_weights.int4.data and an int4 token lookup sharing the lm_head\'s table')
+    .requiredOption('--model-dir <dir>', 'exported model directory (decoder_init.onnx, decoder_step.onnx, config.json; encoder.onnx for --preset whole)')
+    .addOption(new Option('--preset <name>', 'which components are quantised: decoders (decoder + lm_head) or whole (encoder, decoder, embedding, lm_head)').choices(['decoders', 'whole']).default('decoders'))
+    .option('--encoder <spec>', 'encoder linears: fp32, int8 or int4, optionally ,block=N ,al=N ,sym (overrides the preset)')
+    .option('--decoder <spec>', 'decoder linears: int8 or int4[,block=N][,al=N][,sym]')
+    .option('--embedding <spec>', 'token lookup: fp32 or int4[,block=N][,sym] (GatherBlockQuantized; shares the tied lm_head\'s table when both round alike)')
+    .option('--lm-head <spec>', 'lm_head: fp32, int8 or int4[,block=N][,al=N][,sym]')
+    .option('--recipe <component=spec...>', 'the same per component, e.g. --recipe encoder=int8 lm_head=int4,block=32')
+    .addOption(new Option('--table-share <how>', 'how the lookup and the lm_head name their shared table (investigation/INVESTIGATION.md)').choices(['range', 'reshape']).default('range'))
+    .addOption(new Option('--bits <n>', 'weight bits of the preset\'s quantised components (the variant: int4 or int8)').choices(['4', '8']).default('4'))
     .option('--block-size <n>', 'quantisation block size along K (power of two, 16 to 256)', intOption('--block-size'), QUANTIZE_DEFAULTS.blockSize)
     .option('--accuracy-level <n>', 'MatMulNBits accuracy_level (0 = unset, 4 = int8 activations)', intOption('--accuracy-level'), QUANTIZE_DEFAULTS.accuracyLevel)
     .option('--symmetric', 'symmetric quantisation (no zero points; default asymmetric)')
@@ -52,20 +82,26 @@ export function register(program: Command): void {
         fuse: flags.fuse,
         skipFusion: Boolean(flags.skipFusion),
         pack: flags.pack,
+        preset: flags.preset as 'decoders' | 'whole',
+        overrides: recipeOverrides(flags),
+        share: flags.tableShare,
         ...(flags.awq !== undefined ? { awq: await readAwqStats(flags.awq, flags.modelDir, alpha) } : {}),
         threads: flags.threads,
         progress: progressFor(flags),
       });
       emitResult(flags, result, () => {
         const r = result.report;
-        const lines = [`quantized ${result.modelDir} -> ${result.variant} (${result.recipe})`];
+        const lines = [`quantized ${result.modelDir} -> ${result.variant} (${result.recipe})`, `  recipe ${describeRecipe(result.components)}${result.sharedEmbedding ? '; the lookup reads the lm_head\'s int4 table' : ''}`];
+        const e = result.encoder;
+        if (e) lines.push(`  ${e.graphs[0].dst}: ${e.graphs[0].quantization?.quantized.length ?? 0} MatMul -> MatMulNBits; ${e.data.file}: ${formatBytes(e.data.fileBytes)}`);
         const a = result.awq;
         if (a) lines.push(`  AWQ alpha ${a.alpha}: ${a.norms} norms, ${a.linears} weights smoothed, scales ${a.scaleMin.toPrecision(3)}..${a.scaleMax.toPrecision(3)}${a.untied.length ? `; own smoothed copy for ${a.untied.map(([w, c]) => `${w} -> ${c}`).join(', ')}` : ''}`);
         for (const g of r.graphs) {
           const q = g.quantization;
           lines.push(`  ${g.dst}: ${g.fusion.rmsNorm} RMSNorm fused${g.fusion.skipRmsNorm ? ` (${g.fusion.skipRmsNorm} with residual Add)` : ''}, `
             + `${q?.quantized.length ?? 0} MatMul -> MatMulNBits${q?.skipped.length ? `, ${q.skipped.length} left in float` : ''}`
-            + `${g.packing?.packed.length ? `, packed into ${g.packing.packed.length} wider nodes` : ''}`);
+            + `${g.packing?.packed.length ? `, packed into ${g.packing.packed.length} wider nodes` : ''}`
+            + `${g.gathers?.rewritten.length ? `, ${g.gathers.rewritten.length} lookup -> GatherBlockQuantized` : ''}`);
         }
         lines.push(`  ${r.data.file}: ${formatBytes(r.data.fileBytes)}, ${r.data.uniqueTensors} tensors, ${formatBytes(r.data.bytesSaved)} saved by de-duplication`);
         return lines.join('\n');
