@@ -31,6 +31,7 @@ import { readSupportFiles, type SupportFile } from '../checkpoint/support-files.
 import type { TensorSource } from '../checkpoint/tensor-source.js';
 import { EXPORT_RECORD_FILE, hashCheckpointFiles, type ExportRecord } from '../model-dir/export-record.js';
 import { TOOL_VERSION } from '../common/version.js';
+import { writeAlignerModelFiles } from './aligner-export.js';
 import { buildEncoder } from './encoder.js';
 import { buildDecoderInit, buildDecoderStep, decoderTensorCount, EMBED_TOKENS, type DecoderAttention } from './decoder.js';
 import { writeModel } from './model.js';
@@ -115,7 +116,10 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   try {
     // Tokenizer files parsed and checked before the expensive work (and derived for -hf checkpoints).
     const supportFiles = await readSupportFiles(source.dir, supportFileChecks(ckpt.dims));
-    if (layout === 'sherpa-onnx') {
+    if (ckpt.dims.aligner) {
+      await writeAlignerModelFiles(ckpt, tmp, { layout, attention, allLogits: opts.allLogits, progress });
+      await writeSupportFiles(supportFiles, tmp);
+    } else if (layout === 'sherpa-onnx') {
       await writeSherpaGraphs(ckpt.tensors, ckpt.dims, tmp, progress);
       await writeSherpaTokenizer(supportFiles, tmp);
       await writeFileAtomic(join(tmp, CONFIG_FILE), `${JSON.stringify(sherpaConfig(ckpt.config, ckpt.dims), null, 2)}\n`);
@@ -209,6 +213,7 @@ function supportFileChecks(dims: ModelDims): Parameters<typeof readSupportFiles>
       { id: dims.tokens.audioEnd, content: '<|audio_end|>', what: 'config.json audio_end_token_id' },
       { id: dims.tokens.audio, content: '<|audio_pad|>', what: 'config.json audio_token_id' },
       { id: SPECIAL_TOKENS.asrText, content: '<asr_text>', what: 'asr_text' },
+      ...(dims.aligner ? [{ id: dims.aligner.timestampTokenId, content: '<timestamp>', what: 'config.json timestamp_token_id' }] : []),
     ],
   };
 }

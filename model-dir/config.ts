@@ -45,6 +45,11 @@ export const OutputConfigSchema = z.looseObject({
   quantization: z.record(z.string(), z.string()).optional(),
   /** Absent in the contract's split layout; 'sherpa-onnx' in that layout's directories (model-dir/layout.ts). */
   layout: z.enum(LAYOUTS).optional(),
+  // Forced-aligner directories (model-dir/aligner.ts); ASR ones have no model_kind (or "asr").
+  model_kind: z.enum(['asr', 'forced_aligner']).optional(),
+  timestamp_token_id: z.number().int().nonnegative().optional(),
+  timestamp_segment_ms: z.number().positive().optional(),
+  classify_num: z.number().int().positive().optional(),
 });
 
 export type OutputConfig = z.infer<typeof OutputConfigSchema>;
