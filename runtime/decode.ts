@@ -5,6 +5,7 @@ import { logMelSpectrogram, type LogMel } from './mel.js';
 import { buildPrompt, endsInRepeatedCycle, parseAsrOutput, type Prompt } from './prompt.js';
 import { DEFAULT_SEGMENT_SECONDS, joinSegmentTexts, mergeLanguages, segmentBounds, segmentSamples } from './segment.js';
 import type { AsrModel } from './session.js';
+import type { SpeechModel } from './speech-model.js';
 
 /**
  * Greedy speech-to-text with the three graphs:
@@ -190,7 +191,7 @@ export async function greedyDecode(model: AsrModel, prompt: Prompt, audioFeature
  * (runtime/segment.ts) and each segment is decoded on its own with the same context and
  * language, as the official package does; the texts are joined and the languages merged.
  */
-export async function transcribeSamples(model: AsrModel, samples: Float32Array, opts: TranscribeOptions = {}, audioMs = 0): Promise<Transcription> {
+export async function transcribeSamples(model: SpeechModel, samples: Float32Array, opts: TranscribeOptions = {}, audioMs = 0): Promise<Transcription> {
   const bounds = segmentBounds(samples, 16000, opts.maxSegmentSeconds ?? DEFAULT_SEGMENT_SECONDS);
   const segments: SegmentTranscription[] = [];
   const raws: string[] = [];
@@ -204,10 +205,10 @@ export async function transcribeSamples(model: AsrModel, samples: Float32Array, 
     const mel = logMelSpectrogram(segmentSamples(samples, seg, 16000, bounds.length > 1));
     melMs += performance.now() - t0;
     t0 = performance.now();
-    const features = await runEncoder(model, mel);
+    const encoded = await model.encode(mel);
     encoderMs += performance.now() - t0;
-    const prompt = buildPrompt(model.tokenizer, { audioTokens: features.dims[1], context: opts.context, language: opts.language });
-    const result = await greedyDecode(model, prompt, features, {
+    const prompt = buildPrompt(model.tokenizer, { audioTokens: encoded.audioTokens, context: opts.context, language: opts.language });
+    const result = await model.decode(prompt, encoded, {
       maxNewTokens: opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS,
       repetitionGuard: opts.repetitionGuard,
     });
@@ -221,7 +222,7 @@ export async function transcribeSamples(model: AsrModel, samples: Float32Array, 
       offsetS: seg.start / 16000,
       durationS: (seg.end - seg.start) / 16000,
       melFrames: mel.frames,
-      audioTokens: features.dims[1],
+      audioTokens: encoded.audioTokens,
       promptTokens: prompt.ids.length,
       tokens: result.tokens.length,
       language: parsed.language,
@@ -250,7 +251,7 @@ export async function transcribeSamples(model: AsrModel, samples: Float32Array, 
 }
 
 /** Loads a WAV file and transcribes it. */
-export async function transcribeFile(model: AsrModel, file: string, opts: TranscribeOptions = {}): Promise<Transcription> {
+export async function transcribeFile(model: SpeechModel, file: string, opts: TranscribeOptions = {}): Promise<Transcription> {
   const t0 = performance.now();
   const audio = await loadAudio(file);
   const audioMs = performance.now() - t0;

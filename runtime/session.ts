@@ -7,6 +7,10 @@ import type { OutputConfig } from '../model-dir/config.js';
 import { Tokenizer } from './tokenizer.js';
 import { EMBED_TOKENS_BIN, graphFileFor, settleModelDir } from '../model-dir/files.js';
 import { readModelConfig } from '../model-dir/config.js';
+import { greedyDecode, runEncoder, type DecodeOptions, type GreedyResult } from './decode.js';
+import type { LogMel } from './mel.js';
+import type { Prompt } from './prompt.js';
+import type { EncodedAudio, SpeechModel } from './speech-model.js';
 
 /**
  * A loaded model directory (CONTRACT.md "Output"): config.json, the three onnxruntime
@@ -126,7 +130,7 @@ function sessionOptions(threads: number | undefined, prepack: boolean): ort.Infe
   };
 }
 
-async function createSession(path: string, threads: number | undefined, prepack: boolean): Promise<ort.InferenceSession> {
+export async function createSession(path: string, threads: number | undefined, prepack: boolean): Promise<ort.InferenceSession> {
   try {
     return await ort.InferenceSession.create(path, sessionOptions(threads, prepack));
   } catch (err) {
@@ -134,7 +138,9 @@ async function createSession(path: string, threads: number | undefined, prepack:
   }
 }
 
-export class AsrModel {
+export class AsrModel implements SpeechModel {
+  readonly layout = 'split' as const;
+
   private constructor(
     readonly dir: string,
     readonly variant: Variant,
@@ -164,6 +170,15 @@ export class AsrModel {
     const decoderInit = await createSession(files.decoderInit, opts.threads, prepack);
     const decoderStep = await createSession(files.decoderStep, opts.threads, prepack);
     return new AsrModel(dir, variant, files, config, tokenizer, embeddings, encoder, decoderInit, decoderStep, performance.now() - started);
+  }
+
+  async encode(mel: LogMel): Promise<EncodedAudio> {
+    const features = await runEncoder(this, mel);
+    return { features, audioTokens: features.dims[1] };
+  }
+
+  decode(prompt: Prompt, audio: EncodedAudio, opts: DecodeOptions): Promise<GreedyResult> {
+    return greedyDecode(this, prompt, audio.features, opts);
   }
 
   async release(): Promise<void> {

@@ -1,0 +1,211 @@
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dimsFromConfig, readCheckpointConfig, type ModelDims } from '../checkpoint/config.js';
+import { openSafetensors } from '../checkpoint/safetensors.js';
+import { UserError } from '../common/errors.js';
+import { loadModel, type ValueInfoProto } from '../common/onnx/index.js';
+import { loadReferenceWeights, referenceEncoder, referenceGreedyDecode, type WeightLookup } from '../fixtures/reference/index.js';
+import { runSherpa, sherpaModelPaths, type SherpaClipResult } from '../fixtures/sherpa-consumer.js';
+import { untiedTinyCheckpointDir } from '../fixtures/sherpa-support.js';
+import { sherpaResultFor } from '../fixtures/sherpa-text.js';
+import { exportModel } from '../graph-builder/export.js';
+import { loadAudio } from './audio.js';
+import { audioTokenCount, transcribeFile, type Transcription } from './decode.js';
+import { logMelSpectrogram } from './mel.js';
+import { buildPrompt } from './prompt.js';
+import { convFrontendRows, sherpaValidTokens } from './sherpa-decode.js';
+import { SherpaAsrModel } from './sherpa-session.js';
+import { encodeWav } from './wav-writer.js';
+
+/**
+ * The sherpa-onnx layout proven by its real consumer: one tiny export (an untied-head tiny
+ * checkpoint, fixtures/sherpa-support.ts, whose greedy output moves between tokens) decoded by
+ * sherpa-onnx's OfflineRecognizer (sherpa-onnx-node, in a child process) and by our runtime on
+ * a clip under 1 s, a 7 s clip (mel tail not a whole chunk) and jfk.wav (11 s: two 104-token
+ * attention windows). sherpa's text and token strings must equal what our ids spell under
+ * sherpa's tokenizer rules, and our ids the float64 reference's.
+ */
+
+const AUDIO = fileURLToPath(new URL('../../shared/audio/', import.meta.url));
+const TOKENS = 20;
+const CHECKPOINT = { seed: 0, permutation: 2 };
+
+let scratch: string;
+let dir: string;
+let checkpoint: string;
+let model: SherpaAsrModel;
+let clips: string[];
+let weights: WeightLookup;
+let dims: ModelDims;
+
+beforeAll(async () => {
+  scratch = await mkdtemp(join(tmpdir(), 'qwen3-sherpa-runtime-'));
+  checkpoint = await untiedTinyCheckpointDir(CHECKPOINT.seed, CHECKPOINT.permutation);
+  dir = join(scratch, 'model');
+  await exportModel({ model: checkpoint, output: dir, layout: 'sherpa-onnx' });
+  // The first 0.6 s of jfk.wav (60 mel frames: one short conv chunk, 8 audio tokens).
+  const jfk = await loadAudio(join(AUDIO, 'jfk.wav'));
+  const short = join(scratch, 'jfk-0.6s.wav');
+  await writeFile(short, encodeWav({ sampleRate: 16000, channels: [Float64Array.from(jfk.samples.subarray(0, 9600))], encoding: 'pcm16' }));
+  clips = [short, join(AUDIO, 'notld/7s_i_wonder_what_happened.wav'), join(AUDIO, 'jfk.wav')];
+  model = await SherpaAsrModel.load(dir, { threads: 1 });
+  dims = dimsFromConfig(await readCheckpointConfig(checkpoint));
+  const src = await openSafetensors(checkpoint);
+  try { weights = await loadReferenceWeights(src); } finally { await src.close(); }
+}, 240_000);
+
+afterAll(async () => {
+  await model?.release();
+  if (scratch) await rm(scratch, { recursive: true, force: true });
+});
+
+function expectSameAsSherpa(ours: Transcription, theirs: SherpaClipResult): void {
+  const want = sherpaResultFor(model.tokenizer, ours.tokens);
+  expect(theirs.tokens).toEqual(want.tokens);
+  expect(theirs.text).toBe(want.text);
+}
+
+/** The float64 reference on the same audio: encoder, the same prompt, greedy decode. */
+async function referenceTokens(file: string, language?: string): Promise<{ tokens: number[]; audioTokens: number }> {
+  const mel = logMelSpectrogram((await loadAudio(file)).samples);
+  const enc = referenceEncoder(weights, dims, Float64Array.from(mel.data), mel.frames);
+  const prompt = buildPrompt(model.tokenizer, { audioTokens: enc.tokens, language });
+  return { tokens: referenceGreedyDecode(weights, dims, { promptIds: prompt.ids, audioFeatures: enc.features, maxTokens: TOKENS }).tokens, audioTokens: enc.tokens };
+}
+
+describe('sherpa-onnx OfflineRecognizer vs our runtime on the sherpa-onnx layout (fp32)', () => {
+  it('same text and token strings on a 0.6 s, a 7 s and an 11 s clip; our ids equal the float64 reference', async () => {
+    const theirs = await runSherpa({ model: sherpaModelPaths(dir), files: clips, maxNewTokens: TOKENS, maxTotalLen: 1024, numThreads: 1 });
+    expect(theirs.results.map((r) => r.file)).toEqual(clips);
+    for (const [i, file] of clips.entries()) {
+      const ours = await transcribeFile(model, file, { maxNewTokens: TOKENS });
+      // Both stopped at the token limit (sherpa stops only at <|im_end|> or its limits), on output worth comparing.
+      expect(ours.stopReason, file).toBe('max_new_tokens');
+      expect(ours.tokens.length).toBe(TOKENS);
+      expect(new Set(ours.tokens).size, `${file}: distinct ids`).toBeGreaterThanOrEqual(5);
+      expectSameAsSherpa(ours, theirs.results[i]);
+      const ref = await referenceTokens(file);
+      expect(ours.audioTokens).toBe(ref.audioTokens);
+      expect(ours.tokens, file).toEqual(ref.tokens);
+    }
+  });
+
+  it("with stream.setOption('language', 'English'): the prompt ends in language English<asr_text>", async () => {
+    const file = clips[1];
+    const theirs = await runSherpa({ model: sherpaModelPaths(dir), files: [file], language: 'English', maxNewTokens: TOKENS, maxTotalLen: 1024, numThreads: 1 });
+    const ours = await transcribeFile(model, file, { maxNewTokens: TOKENS, language: 'English' });
+    const plain = await transcribeFile(model, file, { maxNewTokens: TOKENS });
+    expect(ours.tokens).not.toEqual(plain.tokens);
+    expectSameAsSherpa(ours, theirs.results[0]);
+    expect(ours.tokens).toEqual((await referenceTokens(file, 'English')).tokens);
+  });
+});
+
+const shapeOf = (v: ValueInfoProto): Array<string | number> =>
+  (v.type?.tensorType?.shape?.dim ?? []).map((d) => d.dimParam || Number(d.dimValue));
+const typeOf = (v: ValueInfoProto): number => v.type?.tensorType?.elemType ?? 0;
+const BOOL = 9;
+const FLOAT = 1;
+const INT64 = 7;
+
+describe('the rules sherpa-onnx enforces that a run might not show', () => {
+  it('graph interfaces, read from the .onnx files: order, dtypes, bool mask, static kv heads and head_dim, dynamic cache length', async () => {
+    const { num_layers: layers, num_key_value_heads: kv, head_dim: hd } = model.config.decoder;
+    const conv = (await loadModel(join(dir, 'conv_frontend.onnx'))).graph;
+    expect(conv.input.length).toBe(1);
+    expect(conv.output.length).toBe(1);
+    expect(shapeOf(conv.input[0])[2]).toBe(128);
+    const encoder = (await loadModel(join(dir, 'encoder.onnx'))).graph;
+    expect(encoder.input.map(typeOf)).toEqual([FLOAT, BOOL]);
+    expect(encoder.output.length).toBe(1);
+    const decoder = (await loadModel(join(dir, 'decoder.onnx'))).graph;
+    expect(decoder.input.length).toBe(4 + 2 * layers);
+    expect(decoder.output.length).toBe(1 + 2 * layers);
+    expect(decoder.input.slice(0, 4).map(typeOf)).toEqual([INT64, FLOAT, INT64, INT64]);
+    expect(shapeOf(decoder.input[3]).length).toBe(1);
+    for (const v of decoder.input.slice(4)) {
+      const [batch, rows, heads, dim] = shapeOf(v);
+      expect([batch, heads, dim]).toEqual([1, kv, hd]);
+      expect(typeof rows).toBe('string');
+    }
+    for (const v of decoder.output.slice(1)) expect(shapeOf(v).slice(2)).toEqual([kv, hd]);
+    // Our runtime binds by the same positions: its names for them come from the graph.
+    expect(model.io.pastKv.flat()).toEqual(decoder.input.slice(4).map((v) => v.name));
+    expect(model.io.deltaKv.flat()).toEqual(decoder.output.slice(1).map((v) => v.name));
+  });
+
+  it('padded encoder rows are exactly zero, so sherpa trims them to the valid count', async () => {
+    for (const file of clips.slice(0, 2)) {
+      const mel = logMelSpectrogram((await loadAudio(file)).samples);
+      expect(sherpaValidTokens(mel.frames)).toBe(audioTokenCount(mel.frames));
+      const encoded = await model.encode(mel);
+      const rows = convFrontendRows(mel.frames);
+      expect(encoded.audioTokens).toBe(sherpaValidTokens(mel.frames));
+      expect(rows).toBeGreaterThan(encoded.audioTokens);
+      // The trimmed view keeps exactly the valid rows; the full output's tail is zero.
+      expect(encoded.features.dims).toEqual([1, encoded.audioTokens, model.config.decoder.hidden_size]);
+      const kept = encoded.features.data as Float32Array;
+      const full = new Float32Array(kept.buffer, kept.byteOffset, rows * model.config.decoder.hidden_size);
+      const tail = full.subarray(encoded.audioTokens * model.config.decoder.hidden_size);
+      expect(tail.length).toBeGreaterThan(0);
+      expect(tail.every((x) => x === 0)).toBe(true);
+    }
+  });
+
+  it('the decoder returns logits for every prompt position', async () => {
+    const mel = logMelSpectrogram((await loadAudio(clips[0])).samples);
+    const encoded = await model.encode(mel);
+    const prompt = buildPrompt(model.tokenizer, { audioTokens: encoded.audioTokens });
+    const S = prompt.ids.length;
+    const kv = model.cache.views(S + 4);
+    const feeds: Record<string, ort.Tensor> = {
+      [model.io.inputIds]: new ort.Tensor('int64', BigInt64Array.from(prompt.ids, BigInt), [1, S]),
+      [model.io.audioFeatures]: encoded.features,
+      [model.io.attentionMask]: new ort.Tensor('int64', new BigInt64Array(S).fill(1n), [1, S]),
+      [model.io.cachePosition]: new ort.Tensor('int64', BigInt64Array.from(prompt.ids, (_, i) => BigInt(i)), [S]),
+    };
+    model.io.pastKv.forEach(([k, v], l) => { feeds[k] = kv[l][0]; feeds[v] = kv[l][1]; });
+    const out = await model.decoder.run(feeds);
+    expect(out[model.io.logits].dims).toEqual([1, S, model.config.decoder.vocab_size]);
+    expect(out[model.io.deltaKv[0][0]].dims).toEqual([1, S, model.config.decoder.num_key_value_heads, model.config.decoder.head_dim]);
+  });
+});
+
+describe('bad model directories: one line naming the file, before any audio', () => {
+  async function copyModel(name: string): Promise<string> {
+    const copy = join(scratch, name);
+    await cp(dir, copy, { recursive: true });
+    return copy;
+  }
+
+  it('a missing graph', async () => {
+    const copy = await copyModel('no-decoder');
+    await rm(join(copy, 'decoder.onnx'));
+    await expect(SherpaAsrModel.load(copy)).rejects.toThrow(/decoder\.onnx is missing/);
+    await expect(SherpaAsrModel.load(dir, { variant: 'int8' })).rejects.toThrow(/decoder\.int8\.onnx is missing \(variant int8: run quantize first\)/);
+  });
+
+  it('a decoder whose input count does not match config.json layers', async () => {
+    const copy = await copyModel('layers');
+    const configPath = join(copy, 'config.json');
+    const config = JSON.parse(await readFile(configPath, 'utf8')) as { decoder: { num_layers: number } };
+    config.decoder.num_layers += 1;
+    await writeFile(configPath, JSON.stringify(config));
+    const err = await SherpaAsrModel.load(copy).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UserError);
+    expect((err as Error).message).toMatch(/decoder\.onnx: 10 inputs, but config\.json's 4 decoder layers need 4 \+ 2 x 4 = 12$/);
+  });
+
+  it('a tokenizer folder without <asr_text>', async () => {
+    const copy = await copyModel('tokenizer');
+    const path = join(copy, 'tokenizer', 'tokenizer_config.json');
+    const config = JSON.parse(await readFile(path, 'utf8')) as { added_tokens_decoder: Record<string, { content: string }> };
+    for (const [id, t] of Object.entries(config.added_tokens_decoder)) if (t.content === '<asr_text>') delete config.added_tokens_decoder[id];
+    await writeFile(path, JSON.stringify(config));
+    await expect(SherpaAsrModel.load(copy)).rejects.toThrow(/tokenizer: the tokenizer has no <asr_text> token/);
+  });
+});
