@@ -1,7 +1,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../common/errors.js';
-import { CONFIG_FILE, GRAPHS, type GraphName } from './files.js';
+import { CONFIG_FILE, GRAPHS, graphFileName, weightsFileName, type GraphName } from './files.js';
 
 /**
  * The two layouts a qwen3-onnx model directory can have, and the file names of the second one.
@@ -88,4 +88,35 @@ export async function detectLayout(dir: string): Promise<Layout> {
 
 async function exists(path: string): Promise<boolean> {
   try { await stat(path); return true; } catch { return false; }
+}
+
+/** One graph a quantised variant rewrites: its float source and where the variant's copy goes. */
+export interface VariantGraphFiles { graph: AnyGraphName; float: string; variant: (variant: string) => string }
+
+/**
+ * What `quantize` reads and writes in a directory of `layout`: the decoder graphs (sharing one data
+ * file) and the encoder-side graphs (each with its own data file; quantised only when the recipe
+ * quantises the encoder; the sherpa-onnx layout's conv_out lives in conv_frontend).
+ */
+export interface QuantizeFilePlan {
+  decoders: VariantGraphFiles[];
+  decoderData: (variant: string) => string;
+  encoders: Array<VariantGraphFiles & { data: (variant: string) => string }>;
+}
+
+export function quantizeFilePlan(layout: Layout): QuantizeFilePlan {
+  if (layout === 'split') {
+    const g = (graph: GraphName): VariantGraphFiles => ({ graph, float: graphFileName(graph), variant: (v) => graphFileName(graph, v) });
+    return {
+      decoders: [g('decoder_init'), g('decoder_step')],
+      decoderData: (v) => weightsFileName('decoder', v),
+      encoders: [{ ...g('encoder'), data: (v) => weightsFileName('encoder', v) }],
+    };
+  }
+  const s = (graph: SherpaGraphName): VariantGraphFiles => ({ graph, float: sherpaGraphFileName(graph), variant: (v) => sherpaGraphFileName(graph, v) });
+  return {
+    decoders: [s('decoder')],
+    decoderData: (v) => sherpaWeightsFileName('decoder', v),
+    encoders: (['conv_frontend', 'encoder'] as const).map((graph) => ({ ...s(graph), data: (v: string) => sherpaWeightsFileName(graph, v) })),
+  };
 }

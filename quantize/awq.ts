@@ -5,7 +5,6 @@ import { trackTemp } from '../common/cleanup.js';
 import type { Progress } from '../common/progress.js';
 import { validateAlpha } from './awq-scales.js';
 import { writeSmoothedGraphs, type SmoothReport } from './smooth.js';
-import { graphFileName, type GraphName } from '../model-dir/files.js';
 
 /**
  * The `quantize --awq` hook: smoothed float copies of the decoder graphs, written as hidden
@@ -35,7 +34,7 @@ export interface SmoothedSources {
 }
 
 export async function smoothForQuantize(
-  modelDir: string, graphs: readonly GraphName[], awq: AwqOptions, progress?: Progress,
+  modelDir: string, graphs: readonly { name: string; file: string }[], awq: AwqOptions, progress?: Progress,
 ): Promise<SmoothedSources> {
   const dir = resolve(modelDir);
   validateAlpha(awq.alpha);
@@ -43,7 +42,7 @@ export async function smoothForQuantize(
   // later run sweeps what a killed one left.
   const tag = `tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   const sources: Record<string, string> = {};
-  for (const g of graphs) sources[g] = join(dir, `.${g}.awq.onnx.${tag}`);
+  for (const g of graphs) sources[g.name] = join(dir, `.${g.name}.awq.onnx.${tag}`);
   const dataFile = join(dir, `.decoder_weights.awq.data.${tag}`);
   const untrack = [...Object.values(sources), dataFile].map((p) => trackTemp(p));
   const cleanup = async (): Promise<void> => {
@@ -52,7 +51,7 @@ export async function smoothForQuantize(
   };
   try {
     const report = await writeSmoothedGraphs({
-      graphs: graphs.map((g) => ({ src: join(dir, graphFileName(g)), dst: sources[g] })),
+      graphs: graphs.map((g) => ({ src: join(dir, g.file), dst: sources[g.name] })),
       dataFile, meanAbs: awq.meanAbs, alpha: awq.alpha, progress,
     });
     return { sources, report, cleanup };

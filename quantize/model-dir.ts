@@ -10,7 +10,8 @@ import { OutputConfigSchema } from '../model-dir/config.js';
 import { smoothForQuantize, type AwqOptions } from './awq.js';
 import type { SmoothReport } from './smooth.js';
 import { transformGraphs, type TransformReport } from './transform.js';
-import { CONFIG_FILE, graphFileName, weightsFileName } from '../model-dir/files.js';
+import { CONFIG_FILE } from '../model-dir/files.js';
+import { detectLayout, quantizeFilePlan } from '../model-dir/layout.js';
 import {
   describeRecipe, embeddingSpecName, recipeEmbedding, recipeSelector, recipeVariant, resolveRecipe, sharesTable, specName,
   type PresetName, type Recipe,
@@ -145,10 +146,12 @@ export function recipeOf(o: Pick<QuantizeDirOptions, 'bits' | 'blockSize' | 'acc
 }
 
 /** config.json's statement of a recipe (keys as for int4; other variants get a `.<variant>` suffix). */
-export function statedRecipe(r: Recipe, awqAlpha?: number): Record<string, string> {
+export function statedRecipe(
+  r: Recipe, awqAlpha?: number, decoderGraphs: readonly string[] = ['decoder_init', 'decoder_step'],
+): Record<string, string> {
   const decoder = specName(r.decoder, awqAlpha);
   return {
-    decoder_init: decoder, decoder_step: decoder,
+    ...Object.fromEntries(decoderGraphs.map((g) => [g, decoder])),
     embedding: embeddingSpecName(r.embedding, awqAlpha), encoder: specName(r.encoder),
     lm_head: specName(r.lm_head, awqAlpha), preset: r.preset,
   };
@@ -158,13 +161,17 @@ async function quantizeLocked(o: QuantizeDirOptions, dir: string, variant: strin
   const { configText, raw } = await readConfig(configPath);
   const components = recipeOf(o);
   const quantizeEncoder = components.encoder.precision !== 'fp32';
-  const encoderSrc = join(dir, graphFileName('encoder'));
+  // Which files of this directory's layout (split or sherpa-onnx) are read and written.
+  const plan = quantizeFilePlan(await detectLayout(dir));
   if (quantizeEncoder) {
-    try { await access(encoderSrc); } catch (err) { throw fsError('cannot read', encoderSrc, err); }
+    for (const e of plan.encoders) {
+      const p = join(dir, e.float);
+      try { await access(p); } catch (err) { throw fsError('cannot read', p, err); }
+    }
   }
 
-  for (const g of DECODER_GRAPHS) {
-    const p = join(dir, graphFileName(g));
+  for (const g of plan.decoders.map((d) => d.float)) {
+    const p = join(dir, g);
     try {
       await access(p);
     } catch (err) {
@@ -179,19 +186,19 @@ async function quantizeLocked(o: QuantizeDirOptions, dir: string, variant: strin
   let smoothed: Awaited<ReturnType<typeof smoothForQuantize>> | null = null;
   let awqReport: SmoothReport | undefined;
   const recipe = specName(components.decoder, o.awq?.alpha);
-  const stated = statedRecipe(components, o.awq?.alpha);
+  const stated = statedRecipe(components, o.awq?.alpha, plan.decoders.map((d) => d.graph));
   const tied = Boolean((raw.decoder as { tie_word_embeddings?: unknown } | undefined)?.tie_word_embeddings);
   const select = recipeSelector(components);
   const nbits = { bits: o.bits, blockSize: o.blockSize, accuracyLevel: o.accuracyLevel, symmetric: o.symmetric, exclude: o.exclude };
-  let encoderReport: TransformReport | undefined;
+  const encoderReports: TransformReport[] = [];
   try {
     staged = await StagedFiles.create(dir, `quantize-${variant}`);
-    const dataFile = staged.fileFor(weightsFileName('decoder', variant));
+    const dataFile = staged.fileFor(plan.decoderData(variant));
     // AWQ: quantise smoothed float copies (temp files beside the originals) instead of the originals.
-    smoothed = o.awq ? await smoothForQuantize(dir, DECODER_GRAPHS, o.awq, o.progress) : null;
+    smoothed = o.awq ? await smoothForQuantize(dir, plan.decoders.map((d) => ({ name: d.graph, file: d.float })), o.awq, o.progress) : null;
     const sources = smoothed?.sources;
     report = await transformGraphs({
-      graphs: DECODER_GRAPHS.map((g) => ({ src: sources?.[g] ?? join(dir, graphFileName(g)), dst: staged!.fileFor(graphFileName(g, variant)) })),
+      graphs: plan.decoders.map((g) => ({ src: sources?.[g.graph] ?? join(dir, g.float), dst: staged!.fileFor(g.variant(variant)) })),
       dataFile,
       fuse: o.fuse,
       skipFusion: o.fuse && o.skipFusion,
@@ -207,16 +214,18 @@ async function quantizeLocked(o: QuantizeDirOptions, dir: string, variant: strin
     await smoothed?.cleanup();
     smoothed = null;
     if (quantizeEncoder) {
-      encoderReport = await transformGraphs({
-        graphs: [{ src: encoderSrc, dst: staged.fileFor(graphFileName('encoder', variant)) }],
-        dataFile: staged.fileFor(weightsFileName('encoder', variant)),
-        fuse: false, skipFusion: false, pack: o.pack ?? QUANTIZE_DEFAULTS.pack,
-        quantize: nbits, select, excludeMustMatch: false, threads: o.threads, progress: o.progress,
-      });
+      for (const e of plan.encoders) {
+        encoderReports.push(await transformGraphs({
+          graphs: [{ src: join(dir, e.float), dst: staged.fileFor(e.variant(variant)) }],
+          dataFile: staged.fileFor(e.data(variant)),
+          fuse: false, skipFusion: false, pack: o.pack ?? QUANTIZE_DEFAULTS.pack,
+          quantize: nbits, select, excludeMustMatch: false, threads: o.threads, progress: o.progress,
+        }));
+      }
     }
     // An exclude pattern must match something in one of the graphs.
     o.exclude.forEach((pattern, i) => {
-      const graphs = [...report.graphs, ...(encoderReport?.graphs ?? [])];
+      const graphs = [...report.graphs, ...encoderReports.flatMap((r) => r.graphs)];
       if (!graphs.some((g) => (g.quantization?.excludeHits[i] ?? 0) > 0)) {
         throw new UserError(`--exclude ${pattern} matches no quantisable MatMul/Gemm node or weight name`);
       }
@@ -236,13 +245,18 @@ async function quantizeLocked(o: QuantizeDirOptions, dir: string, variant: strin
     // Report where the files are now, not where they were staged.
     const final = (p: string): string => join(dir, basename(p));
     report = { ...report, graphs: report.graphs.map((g) => ({ ...g, dst: final(g.dst) })), data: { ...report.data, file: final(report.data.file) } };
-    if (encoderReport) {
-      encoderReport = { ...encoderReport, graphs: encoderReport.graphs.map((g) => ({ ...g, dst: final(g.dst) })), data: { ...encoderReport.data, file: final(encoderReport.data.file) } };
+    if (encoderReports.length > 0) {
+      for (let i = 0; i < encoderReports.length; i++) {
+        const r = encoderReports[i];
+        encoderReports[i] = { ...r, graphs: r.graphs.map((g) => ({ ...g, dst: final(g.dst) })), data: { ...r.data, file: final(r.data.file) } };
+      }
     } else {
       // A float encoder in this recipe: the variant's quantised encoder of an earlier recipe goes
       // (after the commit, so a failed run leaves the earlier recipe whole).
-      await rm(join(dir, graphFileName('encoder', variant)), { force: true });
-      await rm(join(dir, weightsFileName('encoder', variant)), { force: true });
+      for (const e of plan.encoders) {
+        await rm(join(dir, e.variant(variant)), { force: true });
+        await rm(join(dir, e.data(variant)), { force: true });
+      }
     }
   } catch (err) {
     await smoothed?.cleanup();
@@ -258,11 +272,12 @@ async function quantizeLocked(o: QuantizeDirOptions, dir: string, variant: strin
     stated,
     sharedEmbedding: sharesTable(components, tied),
     files: [
-      ...(encoderReport ? [graphFileName('encoder', variant), weightsFileName('encoder', variant)] : []),
-      ...DECODER_GRAPHS.map((g) => graphFileName(g, variant)), weightsFileName('decoder', variant), CONFIG_FILE,
+      ...(encoderReports.length > 0 ? plan.encoders.flatMap((e) => [e.variant(variant), e.data(variant)]) : []),
+      ...plan.decoders.map((g) => g.variant(variant)), plan.decoderData(variant), CONFIG_FILE,
     ],
     report,
-    ...(encoderReport ? { encoder: encoderReport } : {}),
+    // The encoder graph's transform (the last encoder-side graph: encoder.onnx in both layouts).
+    ...(encoderReports.length > 0 ? { encoder: encoderReports[encoderReports.length - 1] } : {}),
     ...(awqReport ? { awq: awqReport } : {}),
   };
 }
