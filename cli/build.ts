@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { parseCompressionLevel, type CompressionLevel } from '../package/archive-writer.js';
 import { InvalidArgumentError } from 'commander';
-import { buildRelease, parseVariants } from '../package/build.js';
+import { buildRelease, parseLayouts, parseVariants } from '../package/build.js';
 import type { DecoderAttention } from '../graph-builder/decoder.js';
 import { ATTENTION_HELP, attentionOption } from './export.js';
 import { emitResult, intOption, progressFor, threadsOption, type CommonOptions } from './output.js';
@@ -9,7 +9,7 @@ import { emitResult, intOption, progressFor, threadsOption, type CommonOptions }
 interface BuildCliOptions extends CommonOptions {
   model: string; revision?: string; output: string; variants: string; awq?: string; awqAlpha?: number;
   compareAudio: string[]; minTop1: number; minCosine: number; compareMaxTokens: number; level: CompressionLevel;
-  sizeLabel?: string; threads?: number; attention: DecoderAttention;
+  sizeLabel?: string; threads?: number; attention: DecoderAttention; layouts: string;
 }
 
 function floatOption(flag: string): (value: string) => number {
@@ -29,6 +29,7 @@ export function register(program: Command): void {
     .requiredOption('--output <dir>', 'build directory: model/, dist/ and build-record.json go here')
     .option('--variants <list>', 'comma-separated variants to package', 'fp32,int4')
     .option('--attention <mode>', ATTENTION_HELP, attentionOption, 'onnx' as DecoderAttention)
+    .option('--layouts <list>', 'comma-separated model directory layouts to build and package: split (the contract), sherpa-onnx', 'split')
     .option('--awq <stats.json>', 'AWQ-smooth quantized variants with these calibration statistics')
     .option('--awq-alpha <a>', 'AWQ smoothing strength', floatOption('--awq-alpha'))
     .option('--compare-audio <wav...>', 'audio for the quantized-vs-fp32 check (default: a built-in synthetic clip)', [])
@@ -43,7 +44,7 @@ export function register(program: Command): void {
     .action(async (opts: BuildCliOptions) => {
       const { record, packages } = await buildRelease({
         model: opts.model, ...(opts.revision !== undefined ? { revision: opts.revision } : {}), output: opts.output,
-        variants: parseVariants(opts.variants), attention: opts.attention, awq: opts.awq, awqAlpha: opts.awqAlpha,
+        variants: parseVariants(opts.variants), layouts: parseLayouts(opts.layouts), attention: opts.attention, awq: opts.awq, awqAlpha: opts.awqAlpha,
         compareAudio: opts.compareAudio, minTop1: opts.minTop1, minCosine: opts.minCosine,
         compareMaxTokens: opts.compareMaxTokens, level: opts.level, sizeLabel: opts.sizeLabel,
         threads: opts.threads, progress: progressFor(opts),

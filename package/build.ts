@@ -22,6 +22,7 @@ import { modelCard } from './model-card.js';
 import type { PackageManifest } from './manifest.js';
 import { readAwqStats } from '../calibrate/stats-file.js';
 import { assertOutputApart, assertWritableDir } from '../common/output-paths.js';
+import { parseLayout, type Layout } from '../model-dir/layout.js';
 
 export interface BuildOptions {
   model: string;
@@ -30,6 +31,11 @@ export interface BuildOptions {
   variants: string[];
   /** Decoder attention of the export (default 'onnx'; see ExportOptions.attention). */
   attention?: DecoderAttention;
+  /**
+   * Model directory layouts to build and package (default ['split']): each gets its own model
+   * directory (`model/` for split, `model-<layout>/` otherwise) and its archives in the one dist/.
+   */
+  layouts?: Layout[];
   /** AWQ statistics from `calibrate`, applied to every quantized variant. */
   awq?: string;
   awqAlpha?: number;
@@ -101,16 +107,29 @@ async function exportedInputs(modelDir: string): Promise<BuildRecord['inputs']['
   return parseJsonWith(ExportRecordSchema, await readFile(path, 'utf8'), path).source.files;
 }
 
+/** The model directory a build writes for `layout`, under its output folder. */
+export function buildModelDirName(layout: Layout): string {
+  return layout === 'split' ? 'model' : `model-${layout}`;
+}
+
+/** Parses `--layouts split,sherpa-onnx`. */
+export function parseLayouts(list: string): Layout[] {
+  const layouts = list.split(',').map((v) => v.trim()).filter(Boolean).map((v) => parseLayout(v, '--layouts'));
+  if (layouts.length === 0) throw new UserError('--layouts: give at least one layout, e.g. split,sherpa-onnx');
+  if (new Set(layouts).size !== layouts.length) throw new UserError(`--layouts: duplicate layout in "${list}"`);
+  return layouts;
+}
+
 /**
- * The one-shot release build: export -> (fuse + quantize [+ AWQ]) -> compare each quantized
- * variant with fp32 (refusing to package one that diverges past the thresholds) -> package every
- * variant -> model card -> build record. Layout under OUTPUT: `model/` (the model directory),
- * `dist/` (archives, manifests, SHA256SUMS, README.md), `build-record.json`.
+ * The one-shot release build, for each layout: export -> (fuse + quantize [+ AWQ]) -> compare each
+ * quantized variant with fp32 (refusing to package one that diverges past the thresholds) ->
+ * package every variant; then the model card and build record. Under OUTPUT: `model/` (the split
+ * model directory; `model-sherpa-onnx/` for that layout), `dist/` (archives, manifests,
+ * SHA256SUMS, README.md), `build-record.json`.
  */
 export async function buildRelease(opts: BuildOptions): Promise<{ record: BuildRecord; packages: PackageResult[] }> {
   const progress = opts.progress ?? silentProgress;
   const output = resolve(opts.output);
-  const modelDir = join(output, 'model');
   const distDir = join(output, 'dist');
   // Before any work: the build folder must not be, contain or sit inside a local checkpoint
   // (export checks only model/ against it), and must be a folder this user can write.
@@ -120,7 +139,7 @@ export async function buildRelease(opts: BuildOptions): Promise<{ record: BuildR
   await assertWritableDir(output, '--output');
   const created = await outermostMissing(output);
   try {
-    return await runBuild(opts, output, modelDir, distDir, progress);
+    return await runBuild(opts, output, distDir, progress);
   } catch (err) {
     // A failed build leaves nothing behind where it made the folders itself (out/ of out/x too).
     if (created) await rm(created, { recursive: true, force: true });
@@ -139,15 +158,56 @@ async function outermostMissing(path: string): Promise<string | null> {
 }
 
 async function runBuild(
-  opts: BuildOptions, output: string, modelDir: string, distDir: string, progress: Progress,
+  opts: BuildOptions, output: string, distDir: string, progress: Progress,
 ): Promise<{ record: BuildRecord; packages: PackageResult[] }> {
+  const layouts = opts.layouts ?? ['split'];
+  if (layouts.includes('sherpa-onnx') && (opts.attention ?? 'onnx') !== 'onnx') {
+    throw new UserError(`--attention ${opts.attention}: the sherpa-onnx layout uses standard attention (build it with --attention onnx)`);
+  }
   // Cheap before expensive: a bad --compare-audio file is refused before the export, not after it.
   if (opts.variants.some((v) => v !== 'fp32')) for (const file of opts.compareAudio) await loadAudio(file);
   await mkdir(output, { recursive: true });
 
-  progress.info(`export ${opts.model} -> ${modelDir}`);
+  const comparisons: CompareReport[] = [];
+  const packages: PackageResult[] = [];
+  let exported: Awaited<ReturnType<typeof exportModel>> | undefined;
+  for (const layout of layouts) {
+    const modelDir = join(output, buildModelDirName(layout));
+    exported = await buildLayout(opts, layout, modelDir, distDir, progress, comparisons, packages);
+  }
+  if (!exported) throw new Error('build: no layout built');
+  const firstModelDir = join(output, buildModelDirName(layouts[0]));
+
+  const manifests: PackageManifest[] = packages.map((p) => p.manifest);
+  await writeFileAtomic(join(distDir, 'README.md'), modelCard(manifests));
+
+  const record: BuildRecord = {
+    format: 'qwen3-onnx-build/1',
+    tool: { name: 'qwen3-onnx', version: TOOL_VERSION, node: process.version, onnxruntime: ort.env.versions.common ?? 'unknown' },
+    options: {
+      variants: opts.variants, layouts, attention: opts.attention ?? 'onnx', awq: opts.awq ?? null, awqAlpha: opts.awq ? (opts.awqAlpha ?? 0.2) : null,
+      compareAudio: opts.compareAudio.length ? opts.compareAudio : 'builtin-synthetic-6s',
+      minTop1: opts.minTop1, minCosine: opts.minCosine, level: opts.level, quantize: QUANTIZE_DEFAULTS,
+    },
+    inputs: {
+      model: opts.model, revision: opts.revision ?? null, commit: exported.commit ?? null,
+      files: await exportedInputs(firstModelDir),
+    },
+    comparisons,
+    outputs: await hashDir(distDir),
+  };
+  await writeFileAtomic(join(output, 'build-record.json'), `${JSON.stringify(record, null, 2)}\n`);
+  return { record, packages };
+}
+
+/** One layout of a build: export into `modelDir`, quantize, gate, package into `distDir`. */
+async function buildLayout(
+  opts: BuildOptions, layout: Layout, modelDir: string, distDir: string, progress: Progress,
+  comparisons: CompareReport[], packages: PackageResult[],
+): Promise<Awaited<ReturnType<typeof exportModel>>> {
+  progress.info(`export ${opts.model} -> ${modelDir} (${layout} layout)`);
   const exported = await exportModel({
-    model: opts.model, revision: opts.revision, output: modelDir, attention: opts.attention, overwrite: true, progress,
+    model: opts.model, revision: opts.revision, output: modelDir, attention: opts.attention, layout, overwrite: true, progress,
   });
 
   const quantized = opts.variants.filter((v) => v !== 'fp32');
@@ -164,7 +224,6 @@ async function runBuild(
     });
   }
 
-  const comparisons: CompareReport[] = [];
   if (quantized.length) {
     let scratch: string | null = null;
     let audio = opts.compareAudio;
@@ -175,7 +234,7 @@ async function runBuild(
     }
     try {
       for (const v of quantized) {
-        progress.info(`compare fp32 vs ${v}`);
+        progress.info(`compare fp32 vs ${v} (${layout} layout)`);
         const report = await compareVariants({
           modelDir, variants: ['fp32', v], files: audio, maxNewTokens: opts.compareMaxTokens,
           minTop1: opts.minTop1, minCosine: opts.minCosine, threads: opts.threads, progress,
@@ -192,29 +251,9 @@ async function runBuild(
     }
   }
 
-  const packages: PackageResult[] = [];
   for (const v of opts.variants) {
-    progress.info(`package ${v}`);
+    progress.info(`package ${v} (${layout} layout)`);
     packages.push(await packageModel({ modelDir, variant: v, outputDir: distDir, level: opts.level, sizeLabel: opts.sizeLabel, progress }));
   }
-  const manifests: PackageManifest[] = packages.map((p) => p.manifest);
-  await writeFileAtomic(join(distDir, 'README.md'), modelCard(manifests));
-
-  const record: BuildRecord = {
-    format: 'qwen3-onnx-build/1',
-    tool: { name: 'qwen3-onnx', version: TOOL_VERSION, node: process.version, onnxruntime: ort.env.versions.common ?? 'unknown' },
-    options: {
-      variants: opts.variants, attention: opts.attention ?? 'onnx', awq: opts.awq ?? null, awqAlpha: opts.awq ? (opts.awqAlpha ?? 0.2) : null,
-      compareAudio: opts.compareAudio.length ? opts.compareAudio : 'builtin-synthetic-6s',
-      minTop1: opts.minTop1, minCosine: opts.minCosine, level: opts.level, quantize: QUANTIZE_DEFAULTS,
-    },
-    inputs: {
-      model: opts.model, revision: opts.revision ?? null, commit: exported.commit ?? null,
-      files: await exportedInputs(modelDir),
-    },
-    comparisons,
-    outputs: await hashDir(distDir),
-  };
-  await writeFileAtomic(join(output, 'build-record.json'), `${JSON.stringify(record, null, 2)}\n`);
-  return { record, packages };
+  return exported;
 }
