@@ -77,6 +77,7 @@ export function modelCard(manifests: PackageManifest[]): string {
       ' feed `decoder_step` one embedding row from `embed_tokens.bin` per token, handing `present_keys` /' +
       ' `present_values` back as `past_keys` / `past_values`, until `<|im_end|>` or `<|endoftext|>`.',
     '',
+    ...sherpaLoading(sorted),
     'Every archive is reproducible: the same checkpoint and options give byte-identical files.' +
       ' Each carries its own `manifest.json` (every file with its size and sha256), so a downloaded' +
       ' archive proves itself; `SHA256SUMS` and the `*.manifest.json` beside each archive add the' +
@@ -84,4 +85,24 @@ export function modelCard(manifests: PackageManifest[]): string {
     '',
   );
   return lines.join('\n');
+}
+
+/** The sherpa-onnx layout's archives (conv_frontend + encoder + decoder + tokenizer/): how to run them. */
+function sherpaLoading(manifests: PackageManifest[]): string[] {
+  const sherpa = manifests.filter((m) => m.files.some((f) => /^conv_frontend(\.[a-z0-9]+)?\.onnx$/.test(f.path)));
+  if (sherpa.length === 0) return [];
+  const top = sherpa[0].archive.path.replace(/\.tar\.gz$/, '');
+  const graph = (name: string): string => sherpa[0].files.find((f) => f.path === `${name}.${sherpa[0].variant}.onnx`)?.path ?? `${name}.onnx`;
+  return [
+    `The \`-sherpa-onnx-\` archives (${sherpa.map((m) => `\`${m.archive.path}\``).join(', ')}) unpack to the folder`
+      + ' [sherpa-onnx](https://github.com/k2-fsa/sherpa-onnx) (C++, Node, Python, WASM, Android, iOS) loads: `conv_frontend`,'
+      + ' `encoder` and one `decoder` graph over full-size cache buffers, and `tokenizer/`; each archive\'s README.md has'
+      + ' the sherpa-onnx-node snippet.',
+    '',
+    '```sh',
+    `sherpa-onnx-offline --qwen3-asr-conv-frontend=${top}/${graph('conv_frontend')} --qwen3-asr-encoder=${top}/${graph('encoder')} \\`,
+    `  --qwen3-asr-decoder=${top}/${graph('decoder')} --qwen3-asr-tokenizer=${top}/tokenizer speech.wav`,
+    '```',
+    '',
+  ];
 }

@@ -6,6 +6,8 @@ import { exportModel } from '../graph-builder/export.js';
 import { tinyCheckpointDir } from '../fixtures/test-support.js';
 import { oneLineError, runCli, snapshotTree, treeChanges } from '../fixtures/hostile-support.js';
 import { readTarGz } from './archive-reader.js';
+import type { PackageManifest } from './manifest.js';
+import { modelCard } from './model-card.js';
 
 /**
  * The sherpa-onnx layout through package and verify-package: the archive unpacks to a folder a
@@ -48,6 +50,10 @@ describe('sherpa-onnx layout archives', () => {
     expect(readme).toContain(`--qwen3-asr-decoder=${name}/decoder.onnx`);
     expect(readme).toContain(`--qwen3-asr-tokenizer=${name}/tokenizer`);
     expect(readme).toContain("require('sherpa-onnx-node')");
+    const manifest = JSON.parse(await readFile(join(out, `${name}.manifest.json`), 'utf8')) as PackageManifest;
+    const card = modelCard([manifest]);
+    expect(card).toContain(`--qwen3-asr-decoder=${name}/decoder.onnx`);
+    expect(card).toContain('sherpa-onnx');
     const verify = await runCli(['verify-package', join(out, `${name}.tar.gz`)]);
     expect(verify.code, verify.stderr).toBe(0);
     expect(verify.stdout).toContain('OK ');
