@@ -10,6 +10,8 @@ import { tinyCheckpointDir } from '../fixtures/test-support.js';
 import { ReferenceDecoder, referenceEncoder, type WeightLookup } from '../fixtures/reference/index.js';
 import { detectLayout, sherpaGraphFileName, SHERPA_TOKENIZER_DIR } from '../model-dir/layout.js';
 import { exportModel } from './export.js';
+import { sha256 } from '../common/hash.js';
+import { oneLineError, runCli } from '../fixtures/hostile-support.js';
 import { expectClose, tinyReferenceWeights } from './test-support.js';
 
 /**
@@ -65,6 +67,24 @@ describe('sherpa-onnx layout graphs vs the float64 reference', () => {
     expect(JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')).layout).toBe('sherpa-onnx');
     expect(await detectLayout(dir)).toBe('sherpa-onnx');
   });
+
+  it('is deterministic: a second export writes identical bytes', async () => {
+    const again = join(dir, '..', 'again');
+    await exportModel({ model: await tinyCheckpointDir(), output: again, layout: 'sherpa-onnx' });
+    for (const f of ['conv_frontend.onnx', 'conv_frontend.data', 'encoder.onnx', 'encoder.data', 'decoder.onnx', 'decoder.data', 'config.json', 'tokenizer/vocab.json']) {
+      expect(sha256(await readFile(join(again, f))), f).toBe(sha256(await readFile(join(dir, f))));
+    }
+    await rm(again, { recursive: true, force: true });
+  }, 60_000);
+
+  it('refuses an unknown layout and fused attention with the sherpa-onnx layout in one line, writing nothing', async () => {
+    const out = join(dir, '..', 'refused');
+    const bogus = await runCli(['export', '--model', await tinyCheckpointDir(), '--output', out, '--layout', 'tflite']);
+    expect(oneLineError(bogus)).toMatch(/--layout tflite: unknown layout \(expected split or sherpa-onnx\)/);
+    const fused = await runCli(['export', '--model', await tinyCheckpointDir(), '--output', out, '--layout', 'sherpa-onnx', '--attention', 'fused']);
+    expect(oneLineError(fused)).toMatch(/--attention fused: the sherpa-onnx layout/);
+    await expect(readdir(out)).rejects.toThrow();
+  }, 60_000);
 
   it('declares the inputs and outputs sherpa binds by position: bool mask, static kv heads and head_dim, dynamic cache length', async () => {
     const io = async (file: string): Promise<{ inputs: ValueInfoProto[]; outputs: ValueInfoProto[] }> => {
