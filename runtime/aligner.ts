@@ -106,8 +106,8 @@ export class AlignerModel {
   static async load(dir: string, opts: AlignerLoadOptions = {}): Promise<AlignerModel> {
     const started = performance.now();
     const variant = opts.variant ?? 'fp32';
-    settleModelDir(dir);
     const config = await readAlignerConfig(dir);
+    settleModelDir(dir);
     const files = await resolveAlignerFiles(dir, variant);
     const tokenizer = await Tokenizer.load(dir);
     const encoder = await createSession(files.encoder, opts.threads);
