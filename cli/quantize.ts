@@ -19,7 +19,7 @@ interface QuantizeFlags extends CommonOptions {
   threads?: number;
   awq?: string;
   awqAlpha?: string;
-  preset: string;
+  preset?: string;
   encoder?: string;
   decoder?: string;
   embedding?: string;
@@ -48,7 +48,7 @@ export function register(program: Command): void {
     .command('quantize')
     .description('fuse RMSNorm and quantise a model directory to MatMulNBits (int4 RTN by default) by a recipe: --preset decoders writes decoder_{init,step}.int4.onnx and decoder_weights.int4.data beside the float files; --preset whole also encoder.int4.onnx + encoder_weights.int4.data and an int4 token lookup sharing the lm_head\'s table')
     .requiredOption('--model-dir <dir>', 'exported model directory (decoder_init.onnx, decoder_step.onnx, config.json; encoder.onnx for --preset whole)')
-    .addOption(new Option('--preset <name>', 'which components are quantised: decoders (decoder + lm_head) or whole (encoder, decoder, embedding, lm_head)').choices(['decoders', 'whole']).default('decoders'))
+    .addOption(new Option('--preset <name>', 'which components are quantised: decoders (decoder + lm_head) or whole (encoder, decoder, embedding, lm_head); default decoders, whole for a forced-aligner directory').choices(['decoders', 'whole']))
     .option('--encoder <spec>', 'encoder linears: fp32, int8 or int4, optionally ,block=N ,al=N ,sym (overrides the preset)')
     .option('--decoder <spec>', 'decoder linears: int8 or int4[,block=N][,al=N][,sym]')
     .option('--embedding <spec>', 'token lookup: fp32 or int4[,block=N][,sym] (GatherBlockQuantized; shares the tied lm_head\'s table when both round alike)')
@@ -82,7 +82,7 @@ export function register(program: Command): void {
         fuse: flags.fuse,
         skipFusion: Boolean(flags.skipFusion),
         pack: flags.pack,
-        preset: flags.preset as 'decoders' | 'whole',
+        ...(flags.preset !== undefined ? { preset: flags.preset as 'decoders' | 'whole' } : {}),
         overrides: recipeOverrides(flags),
         share: flags.tableShare,
         ...(flags.awq !== undefined ? { awq: await readAwqStats(flags.awq, flags.modelDir, alpha) } : {}),

@@ -17,6 +17,8 @@ import {
   type PresetName, type Recipe,
 } from './recipe.js';
 import { rm } from 'node:fs/promises';
+import { modelDirKind } from '../model-dir/aligner.js';
+import { quantizeAlignerDir } from './aligner.js';
 
 /**
  * `quantize` on a model directory (shared/CONTRACT.md): reads decoder_init.onnx and
@@ -104,6 +106,8 @@ export function validateQuantizeOptions(o: Pick<QuantizeDirOptions, 'bits' | 'bl
 
 export async function quantizeModelDir(o: QuantizeDirOptions): Promise<QuantizeDirResult> {
   validateQuantizeOptions(o);
+  // A forced-aligner directory has its own graphs and default recipe (quantize/aligner.ts).
+  if ((await modelDirKind(resolve(o.modelDir)).catch(() => 'asr')) === 'forced_aligner') return quantizeAlignerDir(o);
   const dir = resolve(o.modelDir);
   const variant = recipeVariant(recipeOf(o));
   const configPath = join(dir, CONFIG_FILE);
