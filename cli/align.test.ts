@@ -44,7 +44,7 @@ describe('qwen3-onnx align: bad input gets one line', () => {
     const asr = run(['--model-dir', asrDir, '--language', 'English', '--text', 'hello world', SHORT]);
     await expect(asr).rejects.toThrow(UserError);
     await expect(run(['--model-dir', asrDir, '--language', 'English', '--text', 'hello world', SHORT]))
-      .rejects.toThrow(/is an ASR model directory, not a forced aligner \(config\.json model_kind is absent\)/);
+      .rejects.toThrow(/is an ASR model directory, not a forced aligner \(config\.json has no model_kind "forced_aligner"\)/);
     await expect(run(['--model-dir', scratch, '--language', 'English', '--text', 'hello', SHORT])).rejects.toThrow(/cannot read .*config\.json: no such file/);
     await expect(run(['--model-dir', asrDir, '--language', 'English', '--text', 'hello', join(scratch, 'none.wav')])).rejects.toThrow(/none\.wav/);
   });

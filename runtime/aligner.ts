@@ -4,6 +4,7 @@ import * as ort from 'onnxruntime-node';
 import { z } from 'zod';
 import { parseJsonWith } from '../checkpoint/config.js';
 import { UserError, fsError } from '../common/errors.js';
+import { alignerGraphFileName, modelDirKind, type AlignerGraphName } from '../model-dir/aligner.js';
 import { CONFIG_FILE, settleModelDir } from '../model-dir/files.js';
 import { buildAlignerPrompt } from './align-prompt.js';
 import { repairTimestamps } from './align-repair.js';
@@ -38,18 +39,14 @@ const AlignerConfigSchema = z.looseObject({
 });
 export type AlignerConfig = z.infer<typeof AlignerConfigSchema>;
 
-const KindSchema = z.looseObject({ model_kind: z.string().optional() });
-
 /** config.json of an aligner directory; an ASR directory (no model_kind, or "asr") is named as such. */
 export async function readAlignerConfig(dir: string): Promise<AlignerConfig> {
+  if ((await modelDirKind(dir)) !== 'forced_aligner') {
+    throw new UserError(`${dir} is an ASR model directory, not a forced aligner (config.json has no model_kind "forced_aligner"); export Qwen/Qwen3-ForcedAligner-0.6B and pass that directory`);
+  }
   const path = join(dir, CONFIG_FILE);
   let text: string;
   try { text = await readFile(path, 'utf8'); } catch (err) { throw fsError('cannot read', path, err); }
-  const kind = parseJsonWith(KindSchema, text, path).model_kind;
-  if (kind !== 'forced_aligner') {
-    const what = kind === undefined || kind === 'asr' ? 'an ASR model directory' : `a "${kind}" model directory`;
-    throw new UserError(`${dir} is ${what}, not a forced aligner (config.json model_kind is ${kind === undefined ? 'absent' : `"${kind}"`}); export Qwen/Qwen3-ForcedAligner-0.6B and pass that directory`);
-  }
   return parseJsonWith(AlignerConfigSchema, text, path);
 }
 
@@ -65,15 +62,15 @@ export interface AlignerFiles { encoder: string; decoder: string }
  */
 export async function resolveAlignerFiles(dir: string, variant: string): Promise<AlignerFiles> {
   if (!/^[a-z0-9]+$/.test(variant)) throw new UserError(`--variant must be like fp32 or int4, got "${variant}"`);
-  const pick = async (graph: string, mayFallBack: boolean): Promise<string> => {
+  const pick = async (graph: AlignerGraphName, mayFallBack: boolean): Promise<string> => {
     if (variant !== 'fp32') {
-      const suffixed = join(dir, `${graph}.${variant}.onnx`);
-      if (await isFile(suffixed)) return suffixed;
-      if (!mayFallBack) throw new UserError(`${dir}: variant ${variant} has no ${graph}.${variant}.onnx (run quantize first)`);
+      const suffixed = alignerGraphFileName(graph, variant);
+      if (await isFile(join(dir, suffixed))) return join(dir, suffixed);
+      if (!mayFallBack) throw new UserError(`${dir}: variant ${variant} has no ${suffixed} (run quantize first)`);
     }
-    const plain = join(dir, `${graph}.onnx`);
-    if (!(await isFile(plain))) throw new UserError(`${dir}: ${graph}.onnx is missing (not a complete aligner directory?)`);
-    return plain;
+    const plain = alignerGraphFileName(graph);
+    if (!(await isFile(join(dir, plain)))) throw new UserError(`${dir}: ${plain} is missing (not a complete aligner directory?)`);
+    return join(dir, plain);
   };
   return { encoder: await pick('encoder', true), decoder: await pick('aligner_decoder', false) };
 }
