@@ -10,6 +10,7 @@ import { loadAudio } from '../runtime/audio.js';
 import { audioTokenCount } from '../runtime/decode.js';
 import { melFrameCount } from '../runtime/mel.js';
 import { register as registerAlign, type AlignReport } from './align.js';
+import { register as registerQuantize } from './quantize.js';
 import { runCommand } from './test-support.js';
 import { register as registerTranscribe, type TranscribeReport } from './transcribe.js';
 import type { FileTimestamps } from './transcribe-timestamps.js';
@@ -99,6 +100,19 @@ describe('qwen3-onnx align on the exported tiny aligner', () => {
     await expect(align(['--model-dir', alignerDir, '--language', 'English', '--text', 'ask not', '--variant', 'int8', JFK]))
       .rejects.toThrow(/variant int8 has no aligner_decoder\.int8\.onnx/);
   });
+});
+
+describe('qwen3-onnx align --variant int4 on the quantised tiny aligner', () => {
+  it('loads encoder.int4.onnx and aligner_decoder.int4.onnx and times every unit', async () => {
+    const dir = join(scratch, 'int4');
+    await cp(alignerDir, dir, { recursive: true });
+    await runCommand(registerQuantize, 'quantize', ['--model-dir', dir]);
+    const report = JSON.parse(await align(['--model-dir', dir, '--variant', 'int4', '--language', 'English', '--text', clipText, '--threads', '1', '--json', CLIP])) as AlignReport;
+    expect(report.variant).toBe('int4');
+    expect(report.words.map((w) => w.text)).toEqual(splitWords(clipText, 'English'));
+    const fixed = repairTimestamps(report.chunks[0].classes.map((c) => c * 80));
+    expect(report.words.map((w) => [w.start_time, w.end_time])).toEqual(report.words.map((_, i) => [fixed[2 * i] / 1000, fixed[2 * i + 1] / 1000]));
+  }, 300_000);
 });
 
 describe('qwen3-onnx transcribe --timestamps on the tiny ASR model and the tiny aligner', () => {
