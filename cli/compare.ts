@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { UserError } from '../common/errors.js';
-import { compareVariants, type CompareReport } from '../runtime/compare.js';
+import { compareVariants, type CompareReport, type VariantComparison } from '../runtime/compare.js';
+import { compareComponentsAlone } from '../runtime/component-effects.js';
 import { DEFAULT_MAX_NEW_TOKENS } from '../runtime/decode.js';
 import { resolveLanguage } from '../runtime/prompt.js';
 import { emitResult, progressFor, threadsOption, type CommonOptions } from './output.js';
@@ -23,6 +24,7 @@ interface CompareCliOptions extends CommonOptions {
   threads?: number;
   language?: string;
   context?: string;
+  components?: boolean;
 }
 
 function numberIn(flag: string, lo: number, hi: number): (value: string) => number {
@@ -67,15 +69,23 @@ export function register(program: Command): void {
     .option('--threads <n>', 'onnxruntime intra-op threads', threadsOption())
     .option('--language <name>', 'force the output language')
     .option('--context <text>', 'context text for the system turn')
+    .option('--components', 'also each quantised component of the variants alone against fp32 (encoder, token lookup, decoders; reported, not gated)')
     .option('--json', 'machine-readable report on stdout')
     .action(async (files: string[], opts: CompareCliOptions) => {
-      const report = await compareVariants({
-        modelDir: opts.modelDir, variants: opts.variants, files, maxNewTokens: opts.maxNewTokens,
+      const common = {
+        modelDir: opts.modelDir, files, maxNewTokens: opts.maxNewTokens,
         threads: opts.threads, language: resolveLanguage(opts.language), context: opts.context,
         minTop1: opts.minTop1, minCosine: opts.minCosine, progress: progressFor(opts),
-        onFileError: (_, message) => process.stderr.write(`qwen3-onnx: error: ${message.split('\n')[0]}\n`),
-      });
-      emitResult(opts, report, () => formatComparison(report));
+        onFileError: (_: string, message: string) => process.stderr.write(`qwen3-onnx: error: ${message.split('\n')[0]}\n`),
+      };
+      const report = await compareVariants({ ...common, variants: opts.variants });
+      // One comparison at a time (each keeps one graph resident).
+      const effects: VariantComparison[] = [];
+      if (opts.components) {
+        for (const variant of opts.variants.filter((v) => v !== 'fp32')) effects.push(...(await compareComponentsAlone({ ...common, variant })).effects.map((e) => e.comparison));
+      }
+      emitResult(opts, opts.components ? { ...report, components: effects } : report,
+        () => [formatComparison(report), ...(effects.length ? [formatComparison({ ...report, comparisons: effects, fileErrors: [] })] : [])].join('\n'));
       if (!report.passed) {
         const failures = report.comparisons.flatMap((c) => c.failures);
         if (report.fileErrors.length) failures.push(`compare: ${report.fileErrors.length} of ${files.length} files could not be compared (see the lines above)`);
