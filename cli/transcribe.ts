@@ -4,7 +4,9 @@ import { UserError } from '../common/errors.js';
 import { DEFAULT_MAX_NEW_TOKENS, transcribeFile, type Transcription } from '../runtime/decode.js';
 import { resolveLanguage } from '../runtime/prompt.js';
 import { DEFAULT_SEGMENT_SECONDS, MAX_SEGMENT_SECONDS_FLAG, MIN_SEGMENT_SECONDS_FLAG } from '../runtime/segment.js';
-import { AsrModel, VARIANTS } from '../runtime/session.js';
+import { loadSpeechModel } from '../runtime/load-speech-model.js';
+import type { ModelLayout } from '../runtime/speech-model.js';
+import { VARIANTS } from '../runtime/session.js';
 import { emitResult, intOption, progressFor, threadsOption, type CommonOptions } from './output.js';
 import { alignTranscriptions, checkTimestampOptions, formatTimedTranscriptions, timestampSegmentSeconds, type TimestampOptions } from './transcribe-timestamps.js';
 
@@ -31,6 +33,8 @@ export interface FileFailure { file: string; error: string }
 
 export interface TranscribeReport {
   modelDir: string;
+  /** The directory's layout (model-dir/layout.ts), detected. */
+  layout: ModelLayout;
   variant: string;
   loadMs: number;
   files: Transcription[];
@@ -77,7 +81,7 @@ export async function runTranscribe(
 ): Promise<TranscribeReport & { error?: UserError }> {
   const language = resolveLanguage(opts.language);
   const progress = progressFor(opts);
-  const model = await AsrModel.load(opts.modelDir, { variant: opts.variant, threads: opts.threads });
+  const model = await loadSpeechModel(opts.modelDir, { variant: opts.variant, threads: opts.threads });
   try {
     const results: Transcription[] = [];
     const failures: FileFailure[] = [];
@@ -100,7 +104,7 @@ export async function runTranscribe(
     progress.update('transcribe', files.length, files.length);
     progress.finish();
     const error = batchError(failures, files.length, last);
-    return { modelDir: opts.modelDir, variant: opts.variant, loadMs: model.loadMs, files: results, failures, ...(error ? { error } : {}) };
+    return { modelDir: opts.modelDir, layout: model.layout, variant: opts.variant, loadMs: model.loadMs, files: results, failures, ...(error ? { error } : {}) };
   } finally {
     await model.release();
   }

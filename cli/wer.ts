@@ -4,7 +4,8 @@ import { UserError } from '../common/errors.js';
 import { DEFAULT_MAX_NEW_TOKENS, transcribeFile } from '../runtime/decode.js';
 import { resolveLanguage } from '../runtime/prompt.js';
 import { DEFAULT_SEGMENT_SECONDS, MAX_SEGMENT_SECONDS_FLAG, MIN_SEGMENT_SECONDS_FLAG } from '../runtime/segment.js';
-import { AsrModel, VARIANTS } from '../runtime/session.js';
+import { loadSpeechModel } from '../runtime/load-speech-model.js';
+import { VARIANTS } from '../runtime/session.js';
 import { evaluateWer, readManifest, type WerReport } from '../runtime/wer.js';
 import { emitResult, progressFor, threadsOption, type CommonOptions } from './output.js';
 import { batchError, failureLine, positiveInt, printFailure, secondsOption, type FileFailure } from './transcribe.js';
@@ -40,7 +41,7 @@ export async function runWer(opts: WerCliOptions, onFailure: (f: FileFailure) =>
   const language = resolveLanguage(opts.language);
   const entries = await readManifest(opts.manifest);
   const progress = progressFor(opts);
-  const model = await AsrModel.load(opts.modelDir, { variant: opts.variant, threads: opts.threads });
+  const model = await loadSpeechModel(opts.modelDir, { variant: opts.variant, threads: opts.threads });
   try {
     const failures: FileFailure[] = [];
     let last: UserError | undefined;

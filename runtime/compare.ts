@@ -15,6 +15,8 @@ import { EmbeddingTable, resolveModelFiles, type ModelFiles, type Variant } from
 import { Tokenizer } from './tokenizer.js';
 import { readModelConfig } from '../model-dir/config.js';
 import { graphFileName } from '../model-dir/files.js';
+import { detectLayout } from '../model-dir/layout.js';
+import { compareSherpaVariants } from './sherpa-compare.js';
 
 /**
  * Compares model variants (e.g. fp32 vs int4) on audio files. The first variant is the
@@ -141,6 +143,7 @@ export async function compareVariants(opts: CompareOptions): Promise<CompareRepo
   const maxNewTokens = opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
   const progress = opts.progress ?? silentProgress;
   const open = opts.openGraph ?? openOrtGraph;
+  if (await detectLayout(opts.modelDir) === 'sherpa-onnx') return compareSherpaVariants(opts);
 
   const { config } = await readModelConfig(opts.modelDir);
   const graphs = await Promise.all(opts.variants.map((v) => variantGraphs(opts.modelDir, v, opts.threads)));
@@ -185,7 +188,7 @@ export async function compareVariants(opts: CompareOptions): Promise<CompareRepo
 }
 
 /** Bytes of baseline logits rows a group of files may hold while the candidates run on them. */
-const BASELINE_BUDGET = 256 * 2 ** 20;
+export const BASELINE_BUDGET = 256 * 2 ** 20;
 
 /** One variant's graph files and how each is opened. */
 interface VariantGraphs {
@@ -297,7 +300,7 @@ async function runCandidate(ctx: StageContext, g: VariantGraphs, runs: readonly 
   });
 }
 
-function summariseFile(file: string, baseTokens: number[], ownTokens: number[], metrics: StepMetrics[]): FileComparison {
+export function summariseFile(file: string, baseTokens: number[], ownTokens: number[], metrics: StepMetrics[]): FileComparison {
   const steps = metrics.length;
   const agree = metrics.filter((m) => m.top1Agree).length;
   const cos = metrics.map((m) => m.cosine);
@@ -316,7 +319,7 @@ function summariseFile(file: string, baseTokens: number[], ownTokens: number[], 
   };
 }
 
-function summariseVariant(baseline: Variant, candidate: Variant, files: FileComparison[], minTop1: number, minCosine: number): VariantComparison {
+export function summariseVariant(baseline: Variant, candidate: Variant, files: FileComparison[], minTop1: number, minCosine: number): VariantComparison {
   const steps = files.reduce((n, f) => n + f.steps, 0);
   const weighted = (get: (f: FileComparison) => number): number =>
     steps ? files.reduce((s, f) => s + get(f) * f.steps, 0) / steps : 1;

@@ -6,8 +6,9 @@ import { SHERPA_TOKENIZER_DIR, SHERPA_TOKENIZER_FILES, sherpaGraphFileName } fro
 
 /**
  * The graph and tokenizer files of a sherpa-onnx layout model directory (shared/SHERPA-ONNX.md)
- * for one variant: conv_frontend.onnx is float in every variant; `encoder.<variant>.onnx` falls
- * back to the float encoder as in the split layout; the variant's decoder must exist.
+ * for one variant: `conv_frontend.<variant>.onnx` and `encoder.<variant>.onnx` when quantize wrote
+ * them (an encoder recipe), else the float files, as in the split layout; the variant's decoder
+ * must exist.
  */
 
 export interface SherpaModelFiles {
@@ -30,9 +31,13 @@ export async function resolveSherpaFiles(dir: string, variant = 'fp32'): Promise
     if (!(await isFile(path))) throw new UserError(`${dir}: ${name} is missing (${why})`);
     return path;
   };
-  const convFrontend = await need(sherpaGraphFileName('conv_frontend'), 'not a sherpa-onnx layout model directory?');
-  let encoder = join(dir, sherpaGraphFileName('encoder', variant));
-  if (!(await isFile(encoder))) encoder = await need(sherpaGraphFileName('encoder'), 'not a sherpa-onnx layout model directory?');
+  // The encoder side (conv_frontend, encoder) is quantised only by an encoder recipe: float otherwise.
+  const encoderSide = async (graph: 'conv_frontend' | 'encoder'): Promise<string> => {
+    const own = join(dir, sherpaGraphFileName(graph, variant));
+    return (await isFile(own)) ? own : need(sherpaGraphFileName(graph), 'not a sherpa-onnx layout model directory?');
+  };
+  const convFrontend = await encoderSide('conv_frontend');
+  const encoder = await encoderSide('encoder');
   const decoder = variant === 'fp32'
     ? await need(sherpaGraphFileName('decoder'), 'not a sherpa-onnx layout model directory?')
     : await need(sherpaGraphFileName('decoder', variant), `variant ${variant}: run quantize first`);

@@ -1,4 +1,4 @@
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,8 +12,12 @@ import { loadReferenceWeights, referenceEncoder, referenceGreedyDecode, type Wei
 import { runSherpa, sherpaModelPaths, type SherpaClipResult } from '../fixtures/sherpa-consumer.js';
 import { untiedTinyCheckpointDir } from '../fixtures/sherpa-support.js';
 import { sherpaResultFor } from '../fixtures/sherpa-text.js';
+import { runTranscribe } from '../cli/transcribe.js';
+import { runWer } from '../cli/wer.js';
 import { exportModel } from '../graph-builder/export.js';
+import { quantizeModelDir, QUANTIZE_DEFAULTS } from '../quantize/model-dir.js';
 import { loadAudio } from './audio.js';
+import { compareVariants } from './compare.js';
 import { audioTokenCount, transcribeFile, type Transcription } from './decode.js';
 import { logMelSpectrogram } from './mel.js';
 import { buildPrompt } from './prompt.js';
@@ -63,6 +67,21 @@ afterAll(async () => {
   if (scratch) await rm(scratch, { recursive: true, force: true });
 });
 
+/**
+ * A copy of `from` under the scratch dir: its folders, its files that `keep` accepts linked
+ * (symbolic links: nothing big is copied), and the `own` files copied so a test can edit them.
+ */
+async function linkedCopy(name: string, from: string, keep: (rel: string) => boolean, own: readonly string[] = []): Promise<string> {
+  const copy = join(scratch, name);
+  await cp(from, copy, { recursive: true, filter: async (src) => (await stat(src)).isDirectory() });
+  for (const rel of await readdir(from, { recursive: true })) {
+    if ((await stat(join(from, rel))).isDirectory() || !keep(rel)) continue;
+    if (own.includes(rel)) await cp(join(from, rel), join(copy, rel));
+    else await symlink(join(from, rel), join(copy, rel));
+  }
+  return copy;
+}
+
 function expectSameAsSherpa(ours: Transcription, theirs: SherpaClipResult): void {
   const want = sherpaResultFor(model.tokenizer, ours.tokens);
   expect(theirs.tokens).toEqual(want.tokens);
@@ -79,7 +98,7 @@ async function referenceTokens(file: string, language?: string): Promise<{ token
 
 describe('sherpa-onnx OfflineRecognizer vs our runtime on the sherpa-onnx layout (fp32)', () => {
   it('same text and token strings on a 0.6 s, a 7 s and an 11 s clip; our ids equal the float64 reference', async () => {
-    const theirs = await runSherpa({ model: sherpaModelPaths(dir), files: clips, maxNewTokens: TOKENS, maxTotalLen: 1024, numThreads: 1 });
+    const theirs = await runSherpa({ model: await sherpaModelPaths(dir), files: clips, maxNewTokens: TOKENS, maxTotalLen: 1024, numThreads: 1 });
     expect(theirs.results.map((r) => r.file)).toEqual(clips);
     for (const [i, file] of clips.entries()) {
       const ours = await transcribeFile(model, file, { maxNewTokens: TOKENS });
@@ -96,12 +115,96 @@ describe('sherpa-onnx OfflineRecognizer vs our runtime on the sherpa-onnx layout
 
   it("with stream.setOption('language', 'English'): the prompt ends in language English<asr_text>", async () => {
     const file = clips[1];
-    const theirs = await runSherpa({ model: sherpaModelPaths(dir), files: [file], language: 'English', maxNewTokens: TOKENS, maxTotalLen: 1024, numThreads: 1 });
+    const theirs = await runSherpa({ model: await sherpaModelPaths(dir), files: [file], language: 'English', maxNewTokens: TOKENS, maxTotalLen: 1024, numThreads: 1 });
     const ours = await transcribeFile(model, file, { maxNewTokens: TOKENS, language: 'English' });
     const plain = await transcribeFile(model, file, { maxNewTokens: TOKENS });
     expect(ours.tokens).not.toEqual(plain.tokens);
     expectSameAsSherpa(ours, theirs.results[0]);
     expect(ours.tokens).toEqual((await referenceTokens(file, 'English')).tokens);
+  });
+});
+
+describe('transcribe and wer recognise the layout by themselves', () => {
+  it('runTranscribe and runWer on the sherpa-onnx directory decode with SherpaAsrModel', async () => {
+    const expected = (await transcribeFile(model, clips[1], { maxNewTokens: 4 })).tokens;
+    const common = { modelDir: dir, variant: 'fp32', maxNewTokens: 4, maxSegmentSeconds: 30, threads: 1, quiet: true };
+    const report = await runTranscribe([clips[1]], common);
+    expect(report.layout).toBe('sherpa-onnx');
+    expect(report.files[0].tokens).toEqual(expected);
+    const manifest = join(scratch, 'manifest.tsv');
+    await writeFile(manifest, `${clips[1]}\t${report.files[0].text}\n`);
+    const wer = await runWer({ ...common, manifest });
+    expect(wer.error).toBeUndefined();
+    expect(wer.files).toHaveLength(1);
+    expect(wer.wer).toBe(0);
+  });
+});
+
+/** Our greedy ids on a file and, per generated position, the gap between the two largest logits. */
+async function decodeWithGaps(m: SherpaAsrModel, file: string): Promise<{ tokens: number[]; gaps: number[] }> {
+  const encoded = await m.encode(logMelSpectrogram((await loadAudio(file)).samples));
+  const gaps: number[] = [];
+  const { tokens } = await m.decode(buildPrompt(m.tokenizer, { audioTokens: encoded.audioTokens }), encoded, {
+    maxNewTokens: TOKENS,
+    onLogits: (_, row) => {
+      let a = -Infinity;
+      let b = -Infinity;
+      for (const v of row) { if (v > a) { b = a; a = v; } else if (v > b) b = v; }
+      gaps.push(a - b);
+    },
+  });
+  return { tokens, gaps };
+}
+
+describe('sherpa-onnx OfflineRecognizer vs our runtime on the int4 files', () => {
+  let int4: SherpaAsrModel;
+  let exactDir: string;
+  let exact: SherpaAsrModel;
+  beforeAll(async () => {
+    await quantizeModelDir({ modelDir: dir, ...QUANTIZE_DEFAULTS, bits: 4, exclude: [], threads: 1 });
+    int4 = await SherpaAsrModel.load(dir, { variant: 'int4', threads: 1 });
+    // The same int4 weights with float activations (accuracy_level 0): no int8 rounding of activations.
+    exactDir = await linkedCopy('int4-accuracy0', dir, (rel) => !rel.includes('.int4.'));
+    await quantizeModelDir({ modelDir: exactDir, ...QUANTIZE_DEFAULTS, bits: 4, accuracyLevel: 0, exclude: [], threads: 1 });
+    exact = await SherpaAsrModel.load(exactDir, { variant: 'int4', threads: 1 });
+  }, 120_000);
+  afterAll(async () => { await Promise.all([int4?.release(), exact?.release()]); });
+
+  it('accuracy_level 0: same text and token strings on the three clips', async () => {
+    const paths = await sherpaModelPaths(exactDir, 'int4');
+    expect(paths.decoder).toBe(join(exactDir, 'decoder.int4.onnx'));
+    const theirs = await runSherpa({ model: paths, files: clips, maxNewTokens: TOKENS, maxTotalLen: 1024, numThreads: 1 });
+    for (const [i, file] of clips.entries()) {
+      const ours = await transcribeFile(exact, file, { maxNewTokens: TOKENS });
+      expect(ours.stopReason, file).toBe('max_new_tokens');
+      expect(new Set(ours.tokens).size, `${file}: distinct ids`).toBeGreaterThanOrEqual(5);
+      expectSameAsSherpa(ours, theirs.results[i]);
+    }
+  });
+
+  it('the default files (accuracy_level 4, int8 activations): the same tokens up to the first near-tie', async () => {
+    // sherpa-onnx-node bundles onnxruntime 1.28.2, we run 1.30.0: their int8-activation MatMulNBits
+    // kernels round differently, which can flip an argmax whose top-2 logits are close. A
+    // divergence where our margin is clear would be a real difference in what the graphs are fed.
+    const theirs = await runSherpa({ model: await sherpaModelPaths(dir, 'int4'), files: clips, maxNewTokens: TOKENS, maxTotalLen: 1024, numThreads: 1 });
+    for (const [i, file] of clips.entries()) {
+      const ours = await decodeWithGaps(int4, file);
+      const want = sherpaResultFor(int4.tokenizer, ours.tokens).tokens;
+      const got = theirs.results[i].tokens;
+      const first = want.findIndex((t, k) => t !== got[k]);
+      if (first < 0) expect(got).toEqual(want);
+      else expect(ours.gaps[first], `${file}: diverges at token ${first}`).toBeLessThan(0.05);
+    }
+  });
+
+  it('compare fp32,int4 on the layout: the baseline is our fp32 greedy decode, teacher forcing covers every step', async () => {
+    const report = await compareVariants({ modelDir: dir, variants: ['fp32', 'int4'], files: [clips[0]], maxNewTokens: 6, threads: 1, minTop1: 0, minCosine: -1 });
+    const [c] = report.comparisons;
+    expect(report.passed).toBe(true);
+    expect(c.files[0].baselineTokens).toEqual((await transcribeFile(model, clips[0], { maxNewTokens: 6 })).tokens);
+    expect(c.files[0].candidateTokens).toEqual((await transcribeFile(int4, clips[0], { maxNewTokens: 6 })).tokens);
+    expect(c.steps).toBe(6);
+    expect(c.meanCosine).toBeGreaterThan(0.5);
   });
 });
 
@@ -176,11 +279,8 @@ describe('the rules sherpa-onnx enforces that a run might not show', () => {
 });
 
 describe('bad model directories: one line naming the file, before any audio', () => {
-  async function copyModel(name: string): Promise<string> {
-    const copy = join(scratch, name);
-    await cp(dir, copy, { recursive: true });
-    return copy;
-  }
+  const copyModel = (name: string, own: readonly string[] = []): Promise<string> =>
+    linkedCopy(name, dir, () => true, own);
 
   it('a missing graph', async () => {
     const copy = await copyModel('no-decoder');
@@ -190,7 +290,7 @@ describe('bad model directories: one line naming the file, before any audio', ()
   });
 
   it('a decoder whose input count does not match config.json layers', async () => {
-    const copy = await copyModel('layers');
+    const copy = await copyModel('layers', ['config.json']);
     const configPath = join(copy, 'config.json');
     const config = JSON.parse(await readFile(configPath, 'utf8')) as { decoder: { num_layers: number } };
     config.decoder.num_layers += 1;
@@ -201,7 +301,7 @@ describe('bad model directories: one line naming the file, before any audio', ()
   });
 
   it('a tokenizer folder without <asr_text>', async () => {
-    const copy = await copyModel('tokenizer');
+    const copy = await copyModel('tokenizer', [join('tokenizer', 'tokenizer_config.json')]);
     const path = join(copy, 'tokenizer', 'tokenizer_config.json');
     const config = JSON.parse(await readFile(path, 'utf8')) as { added_tokens_decoder: Record<string, { content: string }> };
     for (const [id, t] of Object.entries(config.added_tokens_decoder)) if (t.content === '<asr_text>') delete config.added_tokens_decoder[id];
