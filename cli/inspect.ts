@@ -14,6 +14,7 @@ import { INDEX_FILE, openSafetensors, openSafetensorsFile, SINGLE_FILE } from '.
 import type { TensorSource } from '../checkpoint/tensor-source.js';
 import { emitResult, type CommonOptions } from './output.js';
 import { detectLayout, type Layout } from '../model-dir/layout.js';
+import { modelDirKind, type ModelDirKind } from '../model-dir/aligner.js';
 import { CONFIG_FILE } from '../model-dir/files.js';
 import { elementBytes, toNumber } from '../common/onnx/index.js';
 
@@ -74,7 +75,7 @@ async function inspectCheckpoint(dir: string): Promise<CheckpointInspection> {
   const src = await openSafetensors(dir);
   try {
     checkTensorNamesMatch(src, format, file, dir);
-    const report = checkCheckpoint(format === 'hf' ? new HfTensorSource(src, dir) : src, dims, checkOptionsFor(format));
+    const report = checkCheckpoint(format === 'hf' ? new HfTensorSource(src, dir) : src, dims, checkOptionsFor(format, dims.aligner ? 'forced_aligner' : 'asr'));
     return {
       kind: 'checkpoint', path: dir, format, config: dims, tensors: summarizeTensors(src),
       validation: {
@@ -124,6 +125,8 @@ export interface ModelDirInspection {
   path: string;
   /** split (the contract) or sherpa-onnx (model-dir/layout.ts). */
   layout: Layout;
+  /** What config.json says the directory holds (model_kind; absent means asr). */
+  modelKind: ModelDirKind;
   /** Problems with config.json against the output contract (empty when it conforms). */
   configProblems: string[];
   files: { name: string; bytes: number }[];
@@ -250,7 +253,8 @@ async function inspectModelDir(dir: string, configText: string): Promise<ModelDi
   const files = await Promise.all(entries.map(async (name) => ({ name, bytes: (await stat(join(dir, name))).size })));
   const graphs: GraphInspection[] = [];
   for (const name of entries.filter((n) => n.endsWith('.onnx'))) graphs.push(await inspectOnnxFile(join(dir, name)));
-  return { kind: 'model', path: dir, layout: await detectLayout(dir).catch(() => 'split' as const), configProblems, files, graphs };
+  const modelKind = await modelDirKind(dir).catch(() => 'asr' as const);
+  return { kind: 'model', path: dir, layout: await detectLayout(dir).catch(() => 'split' as const), modelKind, configProblems, files, graphs };
 }
 
 const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false);
@@ -317,6 +321,7 @@ export function formatInspection(r: Inspection): string {
         `checkpoint ${r.path} (${r.format === 'hf' ? 'transformers-native -hf layout' : 'original layout'})`,
         `audio: ${a.layers} layers, d_model ${a.dModel}, ${a.heads} heads, ffn ${a.ffnDim}, output ${a.outputDim}, conv ${a.downsampleHidden}, mel ${a.numMelBins}`,
         `text: ${t.layers} layers, hidden ${t.hidden}, ${t.heads} heads / ${t.kvHeads} kv x ${t.headDim}, intermediate ${t.intermediate}, vocab ${t.vocab}, ${t.tied ? 'tied' : 'untied'} lm_head`,
+        ...(r.config.aligner ? [`forced aligner: ${r.config.aligner.classifyNum}-class timestamp head (${r.config.aligner.segmentMs} ms per class) at <timestamp> id ${r.config.aligner.timestampTokenId}`] : []),
         ...tensorLines(r.tensors),
         val.ok
           ? `validation: ok (${val.matched}/${val.expected} tensors${val.ignoredTiedLmHead ? ', tied lm_head present and ignored' : ''})`
@@ -331,7 +336,7 @@ export function formatInspection(r: Inspection): string {
       return r.graphs.flatMap(graphLines).join('\n');
     case 'model':
       return [
-        `model directory ${r.path} (${r.layout} layout)`,
+        `model directory ${r.path} (${r.modelKind === 'forced_aligner' ? 'forced aligner' : `${r.layout} layout`})`,
         r.configProblems.length ? `config.json: ${r.configProblems.join('; ')}` : 'config.json: ok',
         'files:', ...r.files.map((f) => `  ${f.name} ${mb(f.bytes)}`),
         ...r.graphs.flatMap(graphLines),

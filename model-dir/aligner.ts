@@ -36,9 +36,6 @@ export function alignerWeightsFileName(graph: AlignerGraphName, variant: string 
   return variant === 'fp32' ? `${part}_weights.data` : `${part}_weights.${variant}.data`;
 }
 
-/** Every graph and weights file name an aligner directory may hold (for the tool-file check). */
-export const ALIGNER_FILE_NAME = /^(aligner_decoder(\.[a-z0-9]+)?\.onnx|aligner_weights(\.[a-z0-9]+)?\.data)$/;
-
 /** The aligner's fields of config.json (beside the usual encoder / decoder sections). */
 export interface AlignerConfigFields {
   model_kind: 'forced_aligner';

@@ -58,8 +58,11 @@ const FIXED_NAMES = new Set<string>([
 const VARIANT_NAME = /^((encoder|decoder_init|decoder_step)\.[a-z0-9]+\.onnx|(encoder|decoder)_weights\.[a-z0-9]+\.data)$/;
 
 /** Whether `name` is a file qwen3-onnx writes into a model directory (or one of its temp/lock files). */
+/** A forced-aligner directory's own graph and weights (model-dir/aligner.ts). */
+const ALIGNER_NAME = /^(aligner_decoder(\.[a-z0-9]+)?\.onnx|aligner_weights(\.[a-z0-9]+)?\.data)$/;
+
 export function isToolFile(name: string): boolean {
-  return FIXED_NAMES.has(name) || VARIANT_NAME.test(name) || TEMP_NAME.test(name) || SHERPA_FILE_NAME.test(name);
+  return FIXED_NAMES.has(name) || VARIANT_NAME.test(name) || TEMP_NAME.test(name) || SHERPA_FILE_NAME.test(name) || ALIGNER_NAME.test(name);
 }
 
 /** Whether `name` in a model directory is a folder qwen3-onnx writes (the sherpa-onnx layout's tokenizer/). */

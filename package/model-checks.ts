@@ -6,6 +6,7 @@ import { parseJsonWith } from '../checkpoint/config.js';
 import { OutputConfigSchema, type OutputConfig } from '../model-dir/config.js';
 import { readSupportFiles } from '../checkpoint/support-files.js';
 import { graphFileFor } from './variant-files.js';
+import { checkAlignerContents } from './aligner-files.js';
 import { CONFIG_FILE, EMBED_TOKENS_BIN } from '../model-dir/files.js';
 import { SHERPA_TOKENIZER_DIR, type AnyGraphName, type Layout } from '../model-dir/layout.js';
 
@@ -45,6 +46,11 @@ export async function checkModelContents(t: ModelCheckTarget): Promise<OutputCon
   }
   const config = parseJsonWith(OutputConfigSchema, text, configName);
   checkConfigFields(config, configName);
+  if (config.model_kind === 'forced_aligner') {
+    // The embedding lives inside aligner_decoder.onnx (package/aligner-files.ts).
+    await checkAlignerContents(t, config, configName);
+    return config;
+  }
   if ((config.layout ?? 'split') === 'sherpa-onnx') {
     // The embedding lives inside decoder.onnx; the tokenizer in tokenizer/.
     await checkGraphWidths(t, config, SHERPA_WIDTHS(config), 'sherpa-onnx');

@@ -9,6 +9,7 @@ import { parseJsonWith } from '../checkpoint/config.js';
 import { type OutputConfig } from '../model-dir/config.js';
 import { parseCompressionLevel, writeTarGz, type ArchiveEntry, type ArchivedFile, type CompressionLevel } from './archive-writer.js';
 import { graphFileFor, variantFiles } from './variant-files.js';
+import { ALIGNER_ARCHIVE_PREFIX, alignerGraphFiles } from './aligner-files.js';
 import { archiveLayoutTag, layoutGraphs, type Layout } from '../model-dir/layout.js';
 import { SHERPA_README, sherpaReadme } from './sherpa-readme.js';
 import { assertOrtOpens } from './ort-open.js';
@@ -84,7 +85,9 @@ export async function packageModel(opts: PackageOptions): Promise<PackageResult>
   const config = await checkModelContents({ dir: modelDir, display: modelDir, variant: opts.variant });
   const layout = config.layout ?? 'split';
   const label = sizeLabelOf(config, opts.sizeLabel);
-  const name = `${ARCHIVE_PREFIX}${label}-${archiveLayoutTag(layout)}${opts.variant}`;
+  const name = config.model_kind === 'forced_aligner'
+    ? `${ALIGNER_ARCHIVE_PREFIX}${label}-${opts.variant}`
+    : `${ARCHIVE_PREFIX}${label}-${archiveLayoutTag(layout)}${opts.variant}`;
 
   // Where the output folder starts to exist: a failed first run removes the folders it made.
   const made = await mkdir(outputDir, { recursive: true }).catch((err: unknown) => { throw fsError('cannot create', outputDir, err); });
@@ -108,11 +111,12 @@ async function packageInto(
   const stage = await StagedFiles.create(p.outputDir, p.name);
   try {
     const graphFiles: string[] = [];
-    for (const graph of layoutGraphs(p.layout)) {
-      const file = await graphFileFor(p.modelDir, graph, opts.variant, p.layout);
+    const aligner = p.config.model_kind === 'forced_aligner';
+    for (const graph of aligner ? [] : layoutGraphs(p.layout)) graphFiles.push(await graphFileFor(p.modelDir, graph, opts.variant, p.layout));
+    if (aligner) graphFiles.push(...await alignerGraphFiles(p.modelDir, opts.variant));
+    for (const file of graphFiles) {
       opts.progress.info(`checking ${file} in onnxruntime`);
       await assertOrtOpens(join(p.modelDir, file), join(p.modelDir, file));
-      graphFiles.push(file);
     }
 
     const variantConfig = new TextEncoder().encode(`${JSON.stringify(configForVariant(p.config, opts.variant), null, 2)}\n`);

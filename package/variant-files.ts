@@ -2,6 +2,8 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../common/errors.js';
 import { checkExternalData } from './onnx-check.js';
+import { alignerVariantFiles } from './aligner-files.js';
+import { modelDirKind } from '../model-dir/aligner.js';
 import { CONFIG_FILE, GRAPHS, OPTIONAL_SUPPORT_FILES, REQUIRED_SUPPORT_FILES, graphFileFor, settleModelDir } from '../model-dir/files.js';
 import { SHERPA_TOKENIZER_DIR, SHERPA_TOKENIZER_FILES, detectLayout, layoutGraphs } from '../model-dir/layout.js';
 
@@ -15,6 +17,7 @@ const SUPPORT_FILES = [...REQUIRED_SUPPORT_FILES, ...OPTIONAL_SUPPORT_FILES];
  * sorted; paths relative to `modelDir` (the sherpa-onnx layout's tokenizer files as `tokenizer/<name>`).
  */
 export async function variantFiles(modelDir: string, variant: string): Promise<string[]> {
+  if ((await modelDirKind(modelDir).catch(() => 'asr')) === 'forced_aligner') return alignerVariantFiles(modelDir, variant);
   settleModelDir(modelDir);
   let listing: string[];
   try { listing = await readdir(modelDir); } catch { throw new UserError(`${modelDir}: not a model directory`); }

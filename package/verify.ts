@@ -16,6 +16,8 @@ import {
 import { checkModelContents } from './model-checks.js';
 import { unfinishedCommitsIn } from './output-dir.js';
 import { graphFileFor, variantFiles } from './variant-files.js';
+import { alignerGraphFiles } from './aligner-files.js';
+import { modelDirKind } from '../model-dir/aligner.js';
 import { SHERPA_TOKENIZER_DIR, detectLayout, layoutGraphs } from '../model-dir/layout.js';
 import { SHERPA_README } from './sherpa-readme.js';
 import { assertOrtOpens } from './ort-open.js';
@@ -54,7 +56,8 @@ export interface VerifyResult {
   sumsChecked: boolean;
 }
 
-const ARCHIVE_NAME = /^qwen3-asr-([a-z0-9][a-z0-9.-]*)-([a-z0-9]+)\.tar\.gz$/;
+// qwen3-asr-* (the ASR models) or qwen3-forcedaligner-* (package/aligner-files.ts).
+const ARCHIVE_NAME = /^qwen3-(?:asr|forcedaligner)-([a-z0-9][a-z0-9.-]*)-([a-z0-9]+)\.tar\.gz$/;
 /** The in-archive manifest is a few KiB; refuse to buffer anything claiming to be far larger. */
 const MAX_MANIFEST_BYTES = 16 << 20;
 /** Members `contents` leaves unwritten (hashed only): the weights. */
@@ -194,10 +197,10 @@ export async function verifyArchive(archive: string, opts: VerifyOptions): Promi
       if (layout === 'sherpa-onnx') wanted.push(SHERPA_README);
       const extra = files.map((f) => f.path).filter((f) => !wanted.includes(f));
       if (extra.length) throw new UserError(`${archive}: ${extra[0]} is not a file the ${variant} variant loads`);
-      for (const graph of layoutGraphs(layout)) {
-        const file = await graphFileFor(scratch, graph, variant, layout);
-        await assertOrtOpens(join(scratch, file), `${archive}: ${top}/${file}`);
-      }
+      const aligner = (await modelDirKind(scratch)) === 'forced_aligner';
+      const graphFiles = aligner ? await alignerGraphFiles(scratch, variant) : [];
+      for (const graph of aligner ? [] : layoutGraphs(layout)) graphFiles.push(await graphFileFor(scratch, graph, variant, layout));
+      for (const file of graphFiles) await assertOrtOpens(join(scratch, file), `${archive}: ${top}/${file}`);
     }
     return { archive, variant, files, archiveManifest: inner, manifestChecked: Boolean(manifest), sumsChecked };
   } finally {
