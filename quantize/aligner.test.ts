@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserError } from '../common/errors.js';
 import { loadModel, type LoadedModel } from '../common/onnx/index.js';
 import { tinyAlignerModelDir } from '../fixtures/test-support.js';
-import { alignerAgreement, DEFAULT_CASES } from '../investigation/aligner-agreement.js';
+import { alignerAgreement, DEFAULT_CASES } from '../runtime/aligner-compare.js';
 import { OutputConfigSchema } from '../model-dir/config.js';
 import { ALIGNER_HEAD_DEFAULT } from './aligner.js';
 import { quantizeModelDir, QUANTIZE_DEFAULTS } from './model-dir.js';
@@ -15,7 +15,7 @@ afterAll(removeTempDirs);
 /**
  * quantize on the tiny forced aligner (aligner-tiny: random weights, 2+2 layers, hidden 96, the
  * real 152064-row vocabulary and 5000 classes), 190 timestamp positions over 5 seeded inputs
- * (investigation/aligner-agreement.ts DEFAULT_CASES).
+ * (runtime/aligner-compare.ts DEFAULT_CASES).
  *
  * Measured (2-core box; the figures are deterministic): with every other component int4, an int8
  * head gives the same class as an fp32 head at 190/190 positions, an int4 head at 158/190; the

@@ -1,12 +1,11 @@
 /**
  * How often a quantised aligner variant picks the float model's timestamp class: runs the fp32
  * encoder + aligner_decoder and a variant's on the same seeded inputs (random mel, aligner prompt
- * of random words) and compares timestamp_classes position by position.
+ * of random words) and compares timestamp_classes position by position. The forced aligner's
+ * counterpart of runtime/compare.ts (which compares transcriptions).
  *
- * Used by quantize/aligner.test.ts (the tiny aligner's head-precision measurement) and runnable on
- * any aligner model directory:
- *   node dist/investigation/aligner-agreement.js DIR [variant ...]     (default: int4; vs DIR's fp32)
- *   node dist/investigation/aligner-agreement.js DIR REFDIR:int4:int4    (DIR's int4 vs REFDIR's int4)
+ * Used by build's gate for aligner variants (package/aligner-build.ts), quantize/aligner.test.ts
+ * (the tiny aligner's head-precision measurement) and investigation/aligner-bench.ts.
  */
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -90,15 +89,4 @@ export async function alignerAgreement(
     });
   }
   return { positions, same, maxShift, meanShift: total / Math.max(1, positions), smallestChangedMargin: smallest };
-}
-
-const isMain = process.argv[1]?.endsWith('aligner-agreement.js');
-if (isMain) {
-  const [dir, ...variants] = process.argv.slice(2);
-  if (!dir) { console.error('usage: aligner-agreement DIR [variant | REFDIR:REFVARIANT:VARIANT ...]'); process.exit(2); }
-  for (const v of variants.length ? variants : ['int4']) {
-    const [refDir, refVariant, variant] = v.includes(':') ? v.split(':') : [dir, 'fp32', v];
-    const r = await alignerAgreement(refDir, dir, variant, DEFAULT_CASES, refVariant);
-    console.log(`${v}: ${r.same}/${r.positions} classes equal to fp32 (${(100 * r.same / r.positions).toFixed(1)} %), max shift ${r.maxShift}, mean shift ${r.meanShift.toFixed(3)}, smallest changed margin ${r.smallestChangedMargin.toFixed(4)}`);
-  }
 }
