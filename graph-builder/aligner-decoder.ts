@@ -35,6 +35,15 @@ export function alignerDecoderTensorCount(dims: ModelDims): number {
   return dims.text.layers * 11 + 3;
 }
 
+/**
+ * The whole graph; weights go to `store` in build order (deterministic bytes).
+ *
+ *   input_ids, audio_features ──embedWithScatteredAudio──▶ embeds [1,S,H]
+ *   input_ids ──sequencePositions──rotaryCosSin──▶ cos, sin;   embeds ──causalMask──▶ mask
+ *   embeds ──decoderLayers (decoder.ts, standard-op attention)──▶ hidden [1,S,H]
+ *   hidden ──timestampRows(input_ids == <timestamp>)──timestampHead──▶ timestamp_logits [1,K,C]
+ *   timestamp_logits ──ArgMax(-1)──▶ timestamp_classes [1,K]
+ */
 export async function buildAlignerDecoder(src: TensorSource, dims: ModelDims, store: WeightStore): Promise<GraphBuilder> {
   const aligner = dims.aligner;
   if (!aligner) throw new Error('buildAlignerDecoder: the checkpoint is not a forced aligner');
