@@ -136,6 +136,17 @@ describe('aligner model directory (tiny) vs the float64 reference', () => {
     }
   });
 
+  it('is byte-identical when exported again, over the old directory with --overwrite (aligner files are the tool\'s)', async () => {
+    await withTempDir(async (tmp) => {
+      const out = join(tmp, 'again');
+      await exportModel({ model: await tinyAlignerCheckpointDir(), output: out });
+      await exportModel({ model: await tinyAlignerCheckpointDir(), output: out, overwrite: true });
+      for (const f of ['aligner_decoder.onnx', 'aligner_weights.data', 'encoder.onnx', 'encoder_weights.data', 'config.json']) {
+        expect(await sha256File(join(out, f)), f).toBe(await sha256File(join(dir, f)));
+      }
+    });
+  });
+
   it('an ASR checkpoint is not treated as an aligner (no model_kind, no aligner graph)', async () => {
     const asr = await tinyModelDir();
     expect(await modelDirKind(asr)).toBe('asr');
