@@ -12,6 +12,9 @@ import { measureBandwidth, type BandwidthResult } from './memory-bandwidth.js';
 import { runMeasured, type ChildMeasure, type RssMethod } from './measured-child.js';
 import { measureRuntime, threadSweep, type RuntimeFigures, type ThreadSweep } from './runtime-bench.js';
 import { round } from './stats.js';
+import { measureSherpaRuntime, timeOurClip, timeSherpaClip, type ClipRun } from './sherpa-runtime-bench.js';
+import { AsrModel } from '../runtime/session.js';
+import { SherpaAsrModel } from '../runtime/sherpa-session.js';
 
 /**
  * `npm run bench`: builds a synthetic checkpoint of a preset and measures, on this machine,
@@ -48,6 +51,14 @@ export interface BenchOptions {
   /** Decoder attention of the export (graph-builder: plain ONNX ops or com.microsoft fused ops). */
   attention: DecoderAttention;
   rssMethod: RssMethod;
+  /**
+   * Also export, quantise and package the sherpa-onnx layout, measure it with our runtime beside the
+   * split layout, and time sherpa-onnx-node on its int4 files (investigation/sherpa-runtime-bench.ts).
+   */
+  sherpa: boolean;
+  /** The clip both runtimes recognise end to end, and the tokens they generate on it. */
+  clip: string;
+  clipTokens: number;
   keep: boolean;
   log: (message: string) => void;
 }
@@ -75,6 +86,16 @@ export interface BoundFigure {
   ratio: number;
 }
 
+/** The sherpa-onnx layout's figures, side by side with the split layout's. */
+export interface SherpaLayoutBench {
+  stages: StageFigure[];
+  sizes: SizeFigure[];
+  runtime: RuntimeFigures[];
+  bounds: BoundFigure[];
+  /** Our runtime on both layouts' int4 files and sherpa-onnx-node on the sherpa-onnx ones, same clip. */
+  clip: { file: string; maxNewTokens: number; threads: number; reps: number; runs: ClipRun[] };
+}
+
 export interface BenchResult {
   format: 'qwen3-onnx-bench/1';
   startedAt: string;
@@ -95,6 +116,7 @@ export interface BenchResult {
   runtime: RuntimeFigures[];
   bounds: BoundFigure[];
   threadSweep: ThreadSweep | null;
+  sherpa: SherpaLayoutBench | null;
   totalSeconds: number;
 }
 
@@ -152,10 +174,10 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   await mkdir(o.workRoot, { recursive: true });
   const work = await mkdtemp(join(resolve(o.workRoot), `qwen3-bench-${o.preset}-`));
   const stages: StageFigure[] = [];
-  const stage = async (name: string, args: string[]): Promise<ChildMeasure> => {
+  const stage = async (name: string, args: string[], into: StageFigure[] = stages): Promise<ChildMeasure> => {
     o.log(`stage ${name}: qwen3-onnx ${args.join(' ')}`);
     const m = await runMeasured(cli, args, { method: o.rssMethod, reporter });
-    stages.push({ stage: name, command: `qwen3-onnx ${args.join(' ')}`, wallSeconds: round(m.wallSeconds, 2), peakRssMiB: m.peakRssMiB, rssMethod: m.rssMethod });
+    into.push({ stage: name, command: `qwen3-onnx ${args.join(' ')}`, wallSeconds: round(m.wallSeconds, 2), peakRssMiB: m.peakRssMiB, rssMethod: m.rssMethod });
     o.log(`  ${m.wallSeconds.toFixed(1)} s, peak RSS ${m.peakRssMiB} MiB`);
     return m;
   };
@@ -174,13 +196,17 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     const dist = join(work, 'dist');
     await stage('export', ['export', '--model', checkpoint, '--output', model, '--attention', o.attention, '--quiet']);
     await stage('quantize', ['quantize', '--model-dir', model, '--json']);
-    const sizes: SizeFigure[] = [];
-    for (const v of VARIANTS) {
-      const m = await stage(`package ${v}`, ['package', '--model-dir', model, '--variant', v, '--output', dist, '--json']);
-      const out = JSON.parse(m.stdout) as { archivePath: string; manifest: unknown };
-      sizes.push(sizeFigure(o.preset, PackageManifestSchema.parse(out.manifest)));
-      await rm(out.archivePath, { force: true });
-    }
+    const packageSizes = async (dir: string, into: StageFigure[], label: string): Promise<SizeFigure[]> => {
+      const out: SizeFigure[] = [];
+      for (const v of VARIANTS) {
+        const m = await stage(`package ${label}${v}`, ['package', '--model-dir', dir, '--variant', v, '--output', dist, '--json'], into);
+        const reply = JSON.parse(m.stdout) as { archivePath: string; manifest: unknown };
+        out.push(sizeFigure(o.preset, PackageManifestSchema.parse(reply.manifest)));
+        await rm(reply.archivePath, { force: true });
+      }
+      return out;
+    };
+    const sizes = await packageSizes(model, stages, '');
     const seconds = (name: string): number => stages.find((s) => s.stage === name)!.wallSeconds;
     const pipelineSeconds = round(seconds('export') + seconds('quantize') + seconds('package int4'), 2);
 
@@ -192,17 +218,53 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
         audioSeconds: o.audioSeconds, pastLengths: o.pastLengths,
       }));
     }
+    const sherpaModel = join(work, 'model-sherpa-onnx');
+    const sherpaStages: StageFigure[] = [];
+    const sherpaRuntime: RuntimeFigures[] = [];
+    let sherpaSizes: SizeFigure[] = [];
+    if (o.sherpa) {
+      await stage('export sherpa-onnx', ['export', '--model', checkpoint, '--output', sherpaModel, '--layout', 'sherpa-onnx', '--quiet'], sherpaStages);
+      await stage('quantize sherpa-onnx', ['quantize', '--model-dir', sherpaModel, '--json'], sherpaStages);
+      sherpaSizes = await packageSizes(sherpaModel, sherpaStages, 'sherpa-onnx ');
+      for (const v of VARIANTS) {
+        o.log(`runtime sherpa-onnx ${v}: load x${o.loadReps}, encoder ${o.audioSeconds} s audio, prefill, decoder call at ${o.pastLengths.join('/')} past (${o.warmup} warm-up + ${o.reps} timed)`);
+        sherpaRuntime.push(await measureSherpaRuntime({
+          modelDir: sherpaModel, variant: v, warmup: o.warmup, reps: o.reps, loadReps: o.loadReps,
+          audioSeconds: o.audioSeconds, pastLengths: o.pastLengths,
+        }));
+      }
+    }
     // Bandwidth again right after the timed runs: on a shared host it moves with the neighbours'
     // load, and the bound should use what the memory system gave while the steps ran.
     o.log('memory bandwidth again, after the runtime figures');
     const bandwidthAfter = await measureBandwidth({ bytes: o.bandwidthBytes, reps: o.bandwidthReps, threads: o.bandwidthThreads });
     const bestGBps = Math.max(bandwidth.bestGBps, bandwidthAfter.bestGBps);
     const bytesPerSecond = bestGBps * 1e9;
-    const bounds: BoundFigure[] = runtime.flatMap((r) => r.steps.map((s) => {
+    const boundsOf = (figures: RuntimeFigures[]): BoundFigure[] => figures.flatMap((r) => r.steps.map((s) => {
       const bytesRead = s.weightBytes + s.kvBytes;
       const boundMs = (bytesRead / bytesPerSecond) * 1000;
       return { variant: r.variant, past: s.past, stepMs: s.timing.medianMs, logitsOnlyMs: s.logitsOnly.medianMs, bytesRead, boundMs: round(boundMs, 3), ratio: round(s.timing.medianMs / boundMs, 2) };
     }));
+    const bounds = boundsOf(runtime);
+
+    let sherpa: SherpaLayoutBench | null = null;
+    if (o.sherpa) {
+      // One clip end to end: our runtime on each layout's int4 files, then sherpa-onnx-node (its
+      // own onnxruntime, in a child process) on the sherpa-onnx int4 files, the same thread count.
+      const threads = o.bandwidthThreads;
+      const clipReps = Math.max(1, Math.min(o.reps, 3));
+      o.log(`clip ${o.clip}: ${o.clipTokens} tokens, ${clipReps} timed recognitions each, ${threads} threads: our runtime (split, sherpa-onnx) and sherpa-onnx-node`);
+      const runs = [
+        await timeOurClip(() => AsrModel.load(model, { variant: 'int4', threads }), 'qwen3-onnx split int4', o.clip, o.clipTokens, clipReps),
+        await timeOurClip(() => SherpaAsrModel.load(sherpaModel, { variant: 'int4', threads }), 'qwen3-onnx sherpa-onnx int4', o.clip, o.clipTokens, clipReps),
+        await timeSherpaClip(sherpaModel, 'int4', o.clip, o.clipTokens, clipReps, threads),
+      ];
+      sherpa = {
+        stages: sherpaStages, sizes: sherpaSizes, runtime: sherpaRuntime, bounds: boundsOf(sherpaRuntime),
+        clip: { file: o.clip, maxNewTokens: o.clipTokens, threads, reps: clipReps, runs },
+      };
+      if (!o.keep) await rm(sherpaModel, { recursive: true, force: true });
+    }
 
     let sweep: ThreadSweep | null = null;
     if (o.sweepThreads.length) {
@@ -230,6 +292,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
         audioSeconds: o.audioSeconds, pastLengths: o.pastLengths, sweepThreads: o.sweepThreads, sweepPast: o.sweepPast,
         bandwidthBytes: o.bandwidthBytes, bandwidthReps: o.bandwidthReps, bandwidthThreads: o.bandwidthThreads,
         endToEnd: o.endToEnd, rssMethod: o.rssMethod, attention: o.attention,
+        sherpa: o.sherpa, clip: o.clip, clipTokens: o.clipTokens,
       },
       bandwidth,
       bandwidthAfterRuntime: bandwidthAfter,
@@ -241,6 +304,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       runtime,
       bounds,
       threadSweep: sweep,
+      sherpa,
       totalSeconds: round((performance.now() - started) / 1000, 1),
     };
   } finally {

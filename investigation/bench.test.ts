@@ -19,6 +19,7 @@ describe('bench harness on the tiny preset', () => {
       preset: 'tiny', workRoot: work, warmup: 0, reps: 1, loadReps: 1, audioSeconds: 1, pastLengths: [8],
       sweepThreads: [1], sweepPast: 8, bandwidthBytes: 4 * 2 ** 20, bandwidthReps: 1, bandwidthThreads: 2,
       endToEnd: true, attention: 'fused', rssMethod: await defaultRssMethod(), keep: false, log: () => undefined,
+      sherpa: true, clip: join(repoRoot(), '..', 'shared', 'audio', 'jfk.wav'), clipTokens: 3,
     });
   }, 300_000);
   afterAll(async () => { await rm(work, { recursive: true, force: true }); });
@@ -61,6 +62,33 @@ describe('bench harness on the tiny preset', () => {
     for (const b of result.bounds) expect(Number.isFinite(b.ratio) && b.ratio > 0).toBe(true);
     expect(result.threadSweep?.bestThreads).toBe(1);
     expect(result.bandwidth.bestGBps).toBeGreaterThan(0);
+  });
+
+  it('measures the sherpa-onnx layout beside the split one, and sherpa-onnx-node on the same clip', () => {
+    const s = result.sherpa;
+    expect(s).not.toBeNull();
+    if (!s) return;
+    expect(s.stages.map((x) => x.stage)).toEqual(['export sherpa-onnx', 'quantize sherpa-onnx', 'package sherpa-onnx fp32', 'package sherpa-onnx int4']);
+    expect(s.stages[0].command).toContain('--layout sherpa-onnx');
+    expect(s.sizes.map((x) => x.variant)).toEqual(['fp32', 'int4']);
+    expect(s.runtime.map((x) => x.variant)).toEqual(['fp32', 'int4']);
+    for (const [i, r] of s.runtime.entries()) {
+      // Same audio, same prompt, same cache bytes as the split layout's figures.
+      expect(r.audioTokens).toBe(result.runtime[i].audioTokens);
+      expect(r.promptTokens).toBe(result.runtime[i].promptTokens);
+      expect(r.steps.map((x) => x.kvBytes)).toEqual(result.runtime[i].steps.map((x) => x.kvBytes));
+    }
+    expect(s.bounds).toHaveLength(2);
+    expect(s.clip.runs.map((x) => x.runtime)).toEqual(['qwen3-onnx split int4', 'qwen3-onnx sherpa-onnx int4', 'sherpa-onnx-node int4']);
+    for (const x of s.clip.runs) {
+      expect(x.recognise.samplesMs).toHaveLength(1);
+      expect(x.tokens).toBeGreaterThan(0);
+      expect(x.tokens).toBeLessThanOrEqual(3);
+    }
+    const text = formatTables(result);
+    expect(text).toContain('| sherpa-onnx int4 |');
+    expect(text).toContain('| sherpa-onnx-node int4 |');
+    expect(benchEntry(result, 'npm run bench', 'x.json').verdict).toContain('sherpa-onnx layout int4 step');
   });
 
   it('prints tables and an INVESTIGATION.md entry naming the figures', () => {

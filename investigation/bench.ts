@@ -36,7 +36,7 @@ const presetList = (v: string): PresetName[] => v.split(',').map((p) => {
 interface Flags {
   preset: PresetName[]; with17b?: boolean; checkpoint?: string; workDir: string; warmup: number; reps: number; loadReps: number;
   audioSeconds: number; past: number[]; threads: number[]; sweepPast: number; bandwidthMib: number; bandwidthReps: number;
-  e2e: boolean; attention: DecoderAttention; rssMethod?: RssMethod; keep?: boolean; log: boolean; hypothesis?: string; quiet?: boolean;
+  e2e: boolean; sherpa: boolean; clip: string; clipTokens: number; attention: DecoderAttention; rssMethod?: RssMethod; keep?: boolean; log: boolean; hypothesis?: string; quiet?: boolean;
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -58,6 +58,9 @@ async function main(argv: string[]): Promise<void> {
     .option('--bandwidth-mib <n>', 'bytes per copy in the bandwidth benchmark', positiveInt('--bandwidth-mib'), 256)
     .option('--bandwidth-reps <n>', 'copies per bandwidth figure (best is kept)', positiveInt('--bandwidth-reps'), 10)
     .option('--no-e2e', 'skip the end-to-end `build` stage')
+    .option('--no-sherpa', 'skip the sherpa-onnx layout (export, quantize, package, our runtime on it, sherpa-onnx-node on its int4 files)')
+    .option('--clip <wav>', 'clip both runtimes recognise end to end', join(repoRoot(), '..', 'shared', 'audio', 'jfk.wav'))
+    .option('--clip-tokens <n>', 'tokens generated on the clip', positiveInt('--clip-tokens'), 32)
     .addOption(new Option('--attention <kind>', 'decoder attention of the export: onnx (plain ops) or fused (com.microsoft GroupQueryAttention + RotaryEmbedding)').choices([...DECODER_ATTENTIONS]).default('onnx'))
     .addOption(new Option('--rss-method <m>', 'how peak RSS is read').choices(['time', 'resource-usage']))
     .option('--keep', 'keep the work dir (checkpoint, model, build)')
@@ -79,7 +82,7 @@ async function main(argv: string[]): Promise<void> {
       preset, workRoot: f.workDir, checkpoint: f.checkpoint, warmup: f.warmup, reps: Math.max(1, f.reps),
       loadReps: Math.max(1, f.loadReps), audioSeconds: Math.max(1, f.audioSeconds), pastLengths: f.past,
       sweepThreads: f.threads.filter((t) => t > 0), sweepPast: f.sweepPast, bandwidthBytes: f.bandwidthMib * 2 ** 20,
-      bandwidthReps: Math.max(1, f.bandwidthReps), bandwidthThreads: cores, endToEnd: f.e2e, attention: f.attention, rssMethod, keep: Boolean(f.keep),
+      bandwidthReps: Math.max(1, f.bandwidthReps), bandwidthThreads: cores, endToEnd: f.e2e, sherpa: f.sherpa, clip: f.clip, clipTokens: Math.max(1, f.clipTokens), attention: f.attention, rssMethod, keep: Boolean(f.keep),
       log: f.quiet ? () => undefined : (m) => process.stderr.write(`${m}\n`),
     });
     const stamp = result.startedAt.replace(/[:.]/g, '-');

@@ -101,10 +101,50 @@ function argmaxRow(row: Float32Array): number {
   return best;
 }
 
+/** The cache tensors of a decode, keyed by the decoder's input names (views of model.cache's buffers). */
+export function cacheFeeds(model: SherpaAsrModel, rows: number): Record<string, ort.Tensor> {
+  const kv = model.cache.views(rows);
+  const feeds: Record<string, ort.Tensor> = {};
+  model.io.pastKv.forEach(([k, v], l) => { feeds[k] = kv[l][0]; feeds[v] = kv[l][1]; });
+  return feeds;
+}
+
+/**
+ * One decoder call: `ids` at positions position.., the audio features and the cache tensors fed
+ * as they are; the returned deltas written into the cache buffers at those rows. Returns the
+ * last position's logits (a view of the output, valid until the next call).
+ */
+export async function decoderCall(
+  model: SherpaAsrModel, audio: ort.Tensor, kvFeeds: Record<string, ort.Tensor>, ids: BigInt64Array, position: number,
+): Promise<Float32Array> {
+  const { io, cache } = model;
+  const path = model.files.decoder;
+  const n = ids.length;
+  const positions = new BigInt64Array(n);
+  for (let i = 0; i < n; i += 1) positions[i] = BigInt(position + i);
+  const out = await model.decoder.run({
+    [io.inputIds]: new ort.Tensor('int64', ids, [1, n]),
+    [io.audioFeatures]: audio,
+    [io.attentionMask]: new ort.Tensor('int64', new BigInt64Array(n).fill(1n), [1, n]),
+    [io.cachePosition]: new ort.Tensor('int64', positions, [n]),
+    ...kvFeeds,
+  });
+  const logits = only(out, io.logits, path);
+  const vocab = logits.dims[2];
+  if (logits.dims.length !== 3 || logits.dims[1] !== n) {
+    throw new UserError(`${path}: logits has shape [${logits.dims.join(', ')}] for ${n} input ids, expected [1, ${n}, V] (sherpa-onnx reads the last row)`);
+  }
+  io.deltaKv.forEach(([k, v], l) => {
+    const key = only(out, k, path);
+    const value = only(out, v, path);
+    if (key.dims[1] !== n || value.dims[1] !== n) throw new UserError(`${path}: ${k} has shape [${key.dims.join(', ')}], expected [1, ${n}, ${cache.kvHeads}, ${cache.headDim}]`);
+    cache.write(l, position, key.data as Float32Array, value.data as Float32Array);
+  });
+  return (logits.data as Float32Array).subarray((n - 1) * vocab, n * vocab);
+}
+
 /** Prefill + greedy loop on the one decoder graph, caches written in place. */
 export async function sherpaGreedyDecode(model: SherpaAsrModel, prompt: Prompt, audio: EncodedAudio, opts: DecodeOptions): Promise<GreedyResult> {
-  const { io, decoder, cache } = model;
-  const path = model.files.decoder;
   const eos = new Set(model.config.special_tokens.eos_token_ids);
   const limit = opts.forcedTokens ? Math.min(opts.maxNewTokens, opts.forcedTokens.length) : opts.maxNewTokens;
   const guard = opts.repetitionGuard ?? true;
@@ -113,34 +153,8 @@ export async function sherpaGreedyDecode(model: SherpaAsrModel, prompt: Prompt, 
   if (audio.audioTokens === 0 || limit <= 0) return { tokens, stoppedAtEos: audio.audioTokens === 0, stoppedByRepetitionGuard: false, prefillMs: 0, stepMs };
   const S = prompt.ids.length;
   // Rows ever written: the prompt plus one per fed token (the last generated one is never fed).
-  const kv = cache.views(S + limit - 1);
-  const kvFeeds: Record<string, ort.Tensor> = {};
-  io.pastKv.forEach(([k, v], l) => { kvFeeds[k] = kv[l][0]; kvFeeds[v] = kv[l][1]; });
-
-  const run = async (ids: BigInt64Array, position: number): Promise<Float32Array> => {
-    const n = ids.length;
-    const positions = new BigInt64Array(n);
-    for (let i = 0; i < n; i += 1) positions[i] = BigInt(position + i);
-    const out = await decoder.run({
-      [io.inputIds]: new ort.Tensor('int64', ids, [1, n]),
-      [io.audioFeatures]: audio.features,
-      [io.attentionMask]: new ort.Tensor('int64', new BigInt64Array(n).fill(1n), [1, n]),
-      [io.cachePosition]: new ort.Tensor('int64', positions, [n]),
-      ...kvFeeds,
-    });
-    const logits = only(out, io.logits, path);
-    const vocab = logits.dims[2];
-    if (logits.dims.length !== 3 || logits.dims[1] !== n) {
-      throw new UserError(`${path}: logits has shape [${logits.dims.join(', ')}] for ${n} input ids, expected [1, ${n}, V] (sherpa-onnx reads the last row)`);
-    }
-    io.deltaKv.forEach(([k, v], l) => {
-      const key = only(out, k, path);
-      const value = only(out, v, path);
-      if (key.dims[1] !== n || value.dims[1] !== n) throw new UserError(`${path}: ${k} has shape [${key.dims.join(', ')}], expected [1, ${n}, ${cache.kvHeads}, ${cache.headDim}]`);
-      cache.write(l, position, key.data as Float32Array, value.data as Float32Array);
-    });
-    return (logits.data as Float32Array).subarray((n - 1) * vocab, n * vocab);
-  };
+  const kvFeeds = cacheFeeds(model, S + limit - 1);
+  const run = (ids: BigInt64Array, position: number): Promise<Float32Array> => decoderCall(model, audio.features, kvFeeds, ids, position);
 
   const started = performance.now();
   let row = await run(BigInt64Array.from(prompt.ids, (id) => BigInt(id)), 0);
