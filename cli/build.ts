@@ -1,4 +1,5 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
+import { parseRecipeEntries } from '../quantize/recipe.js';
 import { parseCompressionLevel, type CompressionLevel } from '../package/archive-writer.js';
 import { InvalidArgumentError } from 'commander';
 import { buildRelease, parseLayouts, parseVariants } from '../package/build.js';
@@ -9,7 +10,7 @@ import { emitResult, intOption, progressFor, threadsOption, type CommonOptions }
 interface BuildCliOptions extends CommonOptions {
   model: string; revision?: string; output: string; variants: string; awq?: string; awqAlpha?: number;
   compareAudio: string[]; minTop1: number; minCosine: number; compareMaxTokens: number; level: CompressionLevel;
-  sizeLabel?: string; threads?: number; attention: DecoderAttention; layouts: string;
+  sizeLabel?: string; threads?: number; attention: DecoderAttention; layouts: string; preset: 'decoders' | 'whole'; recipe?: string[];
 }
 
 function floatOption(flag: string): (value: string) => number {
@@ -30,6 +31,8 @@ export function register(program: Command): void {
     .option('--variants <list>', 'comma-separated variants to package', 'fp32,int4')
     .option('--attention <mode>', ATTENTION_HELP, attentionOption, 'onnx' as DecoderAttention)
     .option('--layouts <list>', 'comma-separated model directory layouts to build and package: split (the contract), sherpa-onnx', 'split')
+    .addOption(new Option('--preset <name>', 'what the quantized variants quantise: whole (encoder, decoders, int4 token lookup sharing the lm_head\'s table) or decoders (decoders only)').choices(['whole', 'decoders']).default('whole'))
+    .option('--recipe <component=spec...>', 'per-component overrides of the preset, as quantize takes them (e.g. encoder=int8)')
     .option('--awq <stats.json>', 'AWQ-smooth quantized variants with these calibration statistics')
     .option('--awq-alpha <a>', 'AWQ smoothing strength', floatOption('--awq-alpha'))
     .option('--compare-audio <wav...>', 'audio for the quantized-vs-fp32 check (default: a built-in synthetic clip)', [])
@@ -44,7 +47,7 @@ export function register(program: Command): void {
     .action(async (opts: BuildCliOptions) => {
       const { record, packages } = await buildRelease({
         model: opts.model, ...(opts.revision !== undefined ? { revision: opts.revision } : {}), output: opts.output,
-        variants: parseVariants(opts.variants), layouts: parseLayouts(opts.layouts), attention: opts.attention, awq: opts.awq, awqAlpha: opts.awqAlpha,
+        variants: parseVariants(opts.variants), layouts: parseLayouts(opts.layouts), preset: opts.preset, recipe: parseRecipeEntries(opts.recipe ?? []), attention: opts.attention, awq: opts.awq, awqAlpha: opts.awqAlpha,
         compareAudio: opts.compareAudio, minTop1: opts.minTop1, minCosine: opts.minCosine,
         compareMaxTokens: opts.compareMaxTokens, level: opts.level, sizeLabel: opts.sizeLabel,
         threads: opts.threads, progress: progressFor(opts),

@@ -4,7 +4,7 @@ import { QUANTIZE_DEFAULTS, quantizeModelDir } from '../quantize/model-dir.js';
 import { UserError } from '../common/errors.js';
 import { AWQ_DEFAULT_ALPHA } from '../quantize/awq-scales.js';
 import { readAwqStats } from '../calibrate/stats-file.js';
-import { describeRecipe } from '../quantize/recipe.js';
+import { describeRecipe, parseRecipeEntries } from '../quantize/recipe.js';
 
 interface QuantizeFlags extends CommonOptions {
   modelDir: string;
@@ -30,12 +30,7 @@ interface QuantizeFlags extends CommonOptions {
 
 /** `--recipe component=spec ...` and the per-component flags as one override map (flags win). */
 function recipeOverrides(flags: QuantizeFlags): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const entry of flags.recipe ?? []) {
-    const at = entry.indexOf('=');
-    if (at <= 0) throw new UserError(`--recipe ${entry}: expected component=spec, e.g. encoder=int8`);
-    out[entry.slice(0, at).trim()] = entry.slice(at + 1);
-  }
+  const out = parseRecipeEntries(flags.recipe ?? []);
   if (flags.encoder !== undefined) out.encoder = flags.encoder;
   if (flags.decoder !== undefined) out.decoder = flags.decoder;
   if (flags.embedding !== undefined) out.embedding = flags.embedding;

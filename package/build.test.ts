@@ -17,7 +17,12 @@ import { PackageManifestSchema } from './manifest.js';
 const SUPPORT = ['chat_template.json', 'config.json', 'embed_tokens.bin', 'merges.txt', 'preprocessor_config.json', 'tokenizer_config.json', 'vocab.json'];
 const CONTRACT_FILES: Record<string, string[]> = {
   fp32: ['decoder_init.onnx', 'decoder_step.onnx', 'decoder_weights.data', 'encoder.onnx', 'encoder_weights.data', ...SUPPORT].sort(),
-  int4: ['decoder_init.int4.onnx', 'decoder_step.int4.onnx', 'decoder_weights.int4.data', 'encoder.onnx', 'encoder_weights.data', ...SUPPORT].sort(),
+  // build's default recipe is the whole model: the int4 encoder replaces the float one.
+  int4: ['decoder_init.int4.onnx', 'decoder_step.int4.onnx', 'decoder_weights.int4.data', 'encoder.int4.onnx', 'encoder_weights.int4.data', ...SUPPORT].sort(),
+};
+const WHOLE_RECIPE = {
+  decoder_init: 'int4_rtn_block64_al4', decoder_step: 'int4_rtn_block64_al4', embedding: 'int4_rtn_block64_gather',
+  encoder: 'int4_rtn_block64_al4', lm_head: 'int4_rtn_block64_al4', preset: 'whole',
 };
 
 let work: string;
@@ -61,7 +66,7 @@ describe('build (one shot) on the tiny fixture', () => {
       const manifest = PackageManifestSchema.parse(JSON.parse(await readFile(archive.replace('.tar.gz', '.manifest.json'), 'utf8')));
       expect(manifest.files.map((f) => f.path)).toEqual(CONTRACT_FILES[variant]);
       expect(manifest.source?.files.find((f) => f.path === 'model.safetensors')?.sha256).toMatch(/^[0-9a-f]{64}$/);
-      expect(manifest.recipe).toEqual(variant === 'fp32' ? null : { decoder_init: 'int4_rtn_block64_al4', decoder_step: 'int4_rtn_block64_al4' });
+      expect(manifest.recipe).toEqual(variant === 'fp32' ? null : WHOLE_RECIPE);
       const verified = await verifyArchive(archive, { depth: 'full', progress: silentProgress });
       expect(verified.archiveManifest.files).toEqual(manifest.files);
       expect(verified.manifestChecked && verified.sumsChecked).toBe(true);
@@ -75,7 +80,12 @@ describe('build (one shot) on the tiny fixture', () => {
     expect(record.tool.node).toBe(process.version);
     expect(record.inputs.files.map((f: { path: string }) => f.path)).toContain('model.safetensors');
     expect(record.comparisons[0].passed).toBe(true);
+    // The gate ran on what was packaged: the whole-model int4 variant.
+    expect(record.options.preset).toBe('whole');
+    expect(record.options.recipes).toEqual({ int4: WHOLE_RECIPE });
     const card = await readFile(join(work, 'a', 'dist', 'README.md'), 'utf8');
+    expect(card).toContain('the encoder\'s linears are `int4_rtn_block64_al4` too');
+    expect(card).toContain('the token lookup reads the lm_head\'s int4 table');
     expect(card).toBe(modelCard(first.packages.map((p) => p.manifest)));
     for (const p of first.packages) expect(card).toContain(p.manifest.archive.sha256);
     const plan = await planPublish(join(work, 'a', 'dist'), 'someone/qwen3-asr-tiny-onnx');
@@ -117,6 +127,31 @@ describe('build (one shot) on the tiny fixture', () => {
     expect(messages).toEqual([]);
     await expect(stat(output)).rejects.toThrow(/ENOENT/);
   });
+
+  it('refuses a bad recipe in one line before exporting anything', async () => {
+    const output = join(work, 'bad-recipe');
+    const messages: string[] = [];
+    const progress = { ...silentProgress, info: (m: string) => { messages.push(m); } };
+    await expect(buildRelease({ ...options(output, await tinyCheckpointDir()), recipe: { encoder: 'int4,block=0' }, progress }))
+      .rejects.toThrow(/^--encoder int4,block=0: block must be a power of two from 16 to 256, got 0$/);
+    await expect(buildRelease({ ...options(output, await tinyCheckpointDir()), recipe: { vision: 'int4' }, progress }))
+      .rejects.toThrow(/^--recipe: unknown component "vision"/);
+    expect(messages).toEqual([]);
+    await expect(stat(output)).rejects.toThrow(/ENOENT/);
+  });
+
+  it('packages the decoders-only int4 on request: the float encoder, the recipe saying so', async () => {
+    const output = join(work, 'decoders');
+    const r = await buildRelease({ ...options(output, await tinyCheckpointDir()), variants: ['int4'], preset: 'decoders' });
+    const int4 = r.packages[0].manifest;
+    expect(int4.files.map((f) => f.path)).toEqual(
+      ['decoder_init.int4.onnx', 'decoder_step.int4.onnx', 'decoder_weights.int4.data', 'encoder.onnx', 'encoder_weights.data', ...SUPPORT].sort());
+    expect(int4.recipe).toEqual({ ...WHOLE_RECIPE, encoder: 'fp32', embedding: 'fp32', preset: 'decoders' });
+    expect(r.record.options.preset).toBe('decoders');
+    // The whole-model archive is the smaller one (int4 encoder, no float lookup table).
+    const whole = first.packages.find((p) => p.manifest.variant === 'int4')!.manifest;
+    expect(whole.archive.size).toBeLessThan(int4.archive.size);
+  }, 300_000);
 
   it('refuses unknown variants and a bad publish repo', async () => {
     expect(() => parseVariants('fp32,int3')).toThrow(/unknown variant "int3"/);

@@ -12,7 +12,8 @@ import type { DecoderAttention } from '../graph-builder/decoder.js';
 import { exportModel } from '../graph-builder/export.js';
 import { EXPORT_RECORD_FILE, ExportRecordSchema } from '../model-dir/export-record.js';
 import { parseJsonWith } from '../checkpoint/config.js';
-import { quantizeModelDir, QUANTIZE_DEFAULTS } from '../quantize/model-dir.js';
+import { quantizeModelDir, QUANTIZE_DEFAULTS, recipeOf, statedRecipe } from '../quantize/model-dir.js';
+import type { PresetName, Recipe } from '../quantize/recipe.js';
 import { loadAudio } from '../runtime/audio.js';
 import { compareVariants, type CompareReport } from '../runtime/compare.js';
 import { encodeWav } from '../runtime/wav-writer.js';
@@ -36,6 +37,13 @@ export interface BuildOptions {
    * directory (`model/` for split, `model-<layout>/` otherwise) and its archives in the one dist/.
    */
   layouts?: Layout[];
+  /**
+   * Which components each quantized variant quantises (quantize/recipe.ts): default `whole`
+   * (encoder, decoders, the token lookup on the lm_head's int4 table), `decoders` on request;
+   * `recipe` overrides per component (`{ encoder: 'int8' }`). The gate checks what this makes.
+   */
+  preset?: PresetName;
+  recipe?: Readonly<Record<string, string>>;
   /** AWQ statistics from `calibrate`, applied to every quantized variant. */
   awq?: string;
   awqAlpha?: number;
@@ -164,8 +172,9 @@ async function runBuild(
   if (layouts.includes('sherpa-onnx') && (opts.attention ?? 'onnx') !== 'onnx') {
     throw new UserError(`--attention ${opts.attention}: the sherpa-onnx layout uses standard attention (build it with --attention onnx)`);
   }
-  // Cheap before expensive: a bad --compare-audio file is refused before the export, not after it.
+  // Cheap before expensive: a bad --compare-audio file or recipe is refused before the export, not after it.
   if (opts.variants.some((v) => v !== 'fp32')) for (const file of opts.compareAudio) await loadAudio(file);
+  for (const v of opts.variants.filter((x) => x !== 'fp32')) buildRecipe(opts, v);
   await mkdir(output, { recursive: true });
 
   const comparisons: CompareReport[] = [];
@@ -188,6 +197,9 @@ async function runBuild(
       variants: opts.variants, layouts, attention: opts.attention ?? 'onnx', awq: opts.awq ?? null, awqAlpha: opts.awq ? (opts.awqAlpha ?? 0.2) : null,
       compareAudio: opts.compareAudio.length ? opts.compareAudio : 'builtin-synthetic-6s',
       minTop1: opts.minTop1, minCosine: opts.minCosine, level: opts.level, quantize: QUANTIZE_DEFAULTS,
+      preset: opts.preset ?? BUILD_PRESET, recipe: opts.recipe ?? {},
+      // What each quantized variant's components are, as config.json and the manifests state it.
+      recipes: Object.fromEntries(opts.variants.filter((v) => v !== 'fp32').map((v) => [v, statedRecipe(buildRecipe(opts, v), opts.awq ? (opts.awqAlpha ?? 0.2) : undefined)])),
     },
     inputs: {
       model: opts.model, revision: opts.revision ?? null, commit: exported.commit ?? null,
@@ -198,6 +210,14 @@ async function runBuild(
   };
   await writeFileAtomic(join(output, 'build-record.json'), `${JSON.stringify(record, null, 2)}\n`);
   return { record, packages };
+}
+
+/** The preset `build` quantises with unless told otherwise: the whole model. */
+export const BUILD_PRESET: PresetName = 'whole';
+
+/** The recipe of a build's quantized variant `intN` (throws the one-line error of a bad recipe). */
+function buildRecipe(opts: BuildOptions, variant: string): Recipe {
+  return recipeOf({ ...QUANTIZE_DEFAULTS, bits: Number(variant.slice(3)) as 4 | 8, preset: opts.preset ?? BUILD_PRESET, overrides: opts.recipe ?? {} });
 }
 
 /** One layout of a build: export into `modelDir`, quantize, gate, package into `distDir`. */
@@ -217,6 +237,8 @@ async function buildLayout(
       ...QUANTIZE_DEFAULTS,
       modelDir,
       bits: Number(v.slice(3)) as 4 | 8,
+      preset: opts.preset ?? BUILD_PRESET,
+      overrides: opts.recipe ?? {},
       exclude: [],
       threads: opts.threads,
       progress,

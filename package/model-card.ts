@@ -16,7 +16,15 @@ const RECIPE_TEXT: Record<string, string> = {
 function recipeLine(m: PackageManifest): string {
   if (!m.recipe) return RECIPE_TEXT[m.variant] ?? 'float weights.';
   const parts = Object.entries(m.recipe).map(([graph, r]) => `\`${graph}\`: \`${r}\``);
-  return `weight-only quantisation (${parts.join(', ')}); the encoder stays float32 and is shared with the fp32 variant.`;
+  // The recipe states each component (quantize/recipe.ts); older directories name only the decoders.
+  const own = (k: string): string | undefined => m.recipe?.[m.variant === 'int4' ? k : `${k}.${m.variant}`];
+  const encoder = own('encoder');
+  const encoderText = encoder && encoder !== 'fp32'
+    ? `the encoder's linears are \`${encoder}\` too (its Conv2d stem float32)`
+    : 'the encoder stays float32 and is shared with the fp32 variant';
+  const embedding = own('embedding');
+  const lookupText = embedding && embedding !== 'fp32' ? '; the token lookup reads the lm_head\'s int4 table (GatherBlockQuantized), one copy' : '';
+  return `weight-only quantisation (${parts.join(', ')}); ${encoderText}${lookupText}.`;
 }
 
 /**

@@ -115,6 +115,17 @@ export function resolveRecipe(preset: PresetName, overrides: Readonly<Record<str
   return recipe;
 }
 
+/** `--recipe component=spec ...` as an override map (later entries win). */
+export function parseRecipeEntries(entries: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const entry of entries) {
+    const at = entry.indexOf('=');
+    if (at <= 0) throw new UserError(`--recipe ${entry}: expected component=spec, e.g. encoder=int8`);
+    out[entry.slice(0, at).trim()] = entry.slice(at + 1);
+  }
+  return out;
+}
+
 /** The variant a recipe writes: named by its decoder's width (`int4` files for both presets). */
 export function recipeVariant(r: Recipe): 'int4' | 'int8' {
   return r.decoder.precision;
