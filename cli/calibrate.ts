@@ -1,6 +1,9 @@
 import type { Command } from 'commander';
 import { emitResult, intOption, progressFor, threadsOption, type CommonOptions } from './output.js';
 import { DEFAULT_CALIBRATION_TOKENS, calibrateModelDir } from '../calibrate/calibrate.js';
+import { UserError } from '../common/errors.js';
+import { graphFileName } from '../model-dir/files.js';
+import { detectLayout } from '../model-dir/layout.js';
 
 interface CalibrateFlags extends CommonOptions {
   modelDir: string;
@@ -22,6 +25,10 @@ export function register(program: Command): void {
     .option('--json', 'print the result as JSON')
     .option('--quiet', 'print nothing but errors')
     .action(async (flags: CalibrateFlags) => {
+      // The statistics and the model identity they carry are of the split layout's decoder graphs.
+      if (await detectLayout(flags.modelDir) === 'sherpa-onnx') {
+        throw new UserError(`--model-dir ${flags.modelDir}: a sherpa-onnx layout directory; calibrate taps the split layout's ${graphFileName('decoder_init')} and ${graphFileName('decoder_step')} and does not run this layout yet`);
+      }
       const result = await calibrateModelDir({
         modelDir: flags.modelDir,
         audio: flags.audio,
