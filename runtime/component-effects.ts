@@ -6,6 +6,8 @@ import { encodeModel, GraphIndex, loadModel, removeUnusedInitializers, type Load
 import { EMBED_TOKENS } from '../graph-builder/decoder.js';
 import { readModelConfig } from '../model-dir/config.js';
 import { graphFileName } from '../model-dir/files.js';
+import { detectLayout } from '../model-dir/layout.js';
+import { UserError } from '../common/errors.js';
 import { compareVariants, type CompareOptions, type CompareReport, type VariantComparison } from './compare.js';
 import type { GraphSessionOptions, OpenGraph } from './graph-stage.js';
 import { openOrtGraph } from './graph-stage.js';
@@ -99,6 +101,7 @@ export async function compareComponentsAlone(
 ): Promise<ComponentEffectsReport> {
   const dir = opts.modelDir;
   const v = opts.variant;
+  if ((await detectLayout(dir)) !== 'split') throw new UserError(`--components: ${dir} is a sherpa-onnx layout directory; the per-component comparison reads the split layout's graphs`);
   const { config } = await readModelConfig(dir);
   const recipe = config.quantization ?? {};
   const key = (c: string): string => (v === 'int4' ? c : `${c}.${v}`);
