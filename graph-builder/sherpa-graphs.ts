@@ -17,7 +17,7 @@
 import type { ModelDims } from '../checkpoint/config.js';
 import type { TensorSource } from '../checkpoint/tensor-source.js';
 import { GraphBuilder } from './graph-builder.js';
-import { bufferCausalMask } from './buffer-attention.js';
+import { newRowsMask } from './buffer-attention.js';
 import { decoderLayers, EMBED_TOKENS, lmHead } from './decoder.js';
 import { chunkMel, chunkPositionTable, convGelu, convOut, melSizes } from './encoder-frontend.js';
 import { convStackLength } from './encoder-lengths.js';
@@ -110,7 +110,7 @@ export async function buildSherpaEncoderGraph(src: TensorSource, dims: ModelDims
  * decoder: one graph for the prompt and for every step.
  *
  *   input_ids ──embedWithAudioPads──▶ embeds [1,S,H]
- *   cache_position ──Unsqueeze(0)──RoPE tables;  cache_position[0:1] ──▶ P;  S, P ──bufferCausalMask──▶ mask
+ *   cache_position ──Unsqueeze(0)──RoPE tables;  cache_position[0:1] ──▶ P;  S ──newRowsMask──▶ mask
  *   embeds ──decoderLayers(buffer attention over past_key_i / past_value_i rows 0..P-1)──▶ h, deltas
  *   h ──norm──lm_head (every position)──▶ logits [1,S,V]
  */
@@ -136,7 +136,7 @@ export async function buildSherpaDecoderGraph(src: TensorSource, dims: ModelDims
   const pastLength = posScope.op('Slice', [cachePosition, posScope.constInt64([0]), posScope.constInt64([1]), posScope.constInt64([0])], { name: 'PastLength' });
   const newRows = posScope.op('Shape', [inputIds], { attrs: { start: 1, end: 2 }, name: 'NewRows' });
   const { cos, sin } = rotaryCosSin(b.scope('/model/rotary_emb'), positionIds, t.headDim, t.ropeTheta);
-  const mask = bufferCausalMask(b.scope('/model/attn_mask'), newRows, pastLength);
+  const mask = newRowsMask(b.scope('/model/attn_mask'), newRows, t.heads / t.kvHeads);
   const { hidden, keys, values } = await decoderLayers(b, src, dims, embeds, {
     attention: { kind: 'buffer', cos, sin, mask, pastLength, keyBuffers, valueBuffers },
   });
