@@ -10,7 +10,7 @@ import { emitResult, intOption, progressFor, threadsOption, type CommonOptions }
 interface BuildCliOptions extends CommonOptions {
   model: string; revision?: string; output: string; variants: string; awq?: string; awqAlpha?: number;
   compareAudio: string[]; minTop1: number; minCosine: number; compareMaxTokens: number; level: CompressionLevel;
-  sizeLabel?: string; threads?: number; attention: DecoderAttention; layouts: string; preset: 'decoders' | 'whole'; recipe?: string[];
+  sizeLabel?: string; threads?: number; attention: DecoderAttention; layout: string; preset: 'decoders' | 'whole'; recipe?: string[];
 }
 
 function floatOption(flag: string): (value: string) => number {
@@ -30,7 +30,7 @@ export function register(program: Command): void {
     .requiredOption('--output <dir>', 'build directory: model/, dist/ and build-record.json go here')
     .option('--variants <list>', 'comma-separated variants to package', 'fp32,int4')
     .option('--attention <mode>', ATTENTION_HELP, attentionOption, 'onnx' as DecoderAttention)
-    .option('--layouts <list>', 'comma-separated model directory layouts to build and package: split (the contract), sherpa-onnx', 'split')
+    .option('--layout <list>', 'model directory layout(s) to build and package, comma-separated: split (the contract), sherpa-onnx, or split,sherpa-onnx for both', 'split')
     .addOption(new Option('--preset <name>', 'what the quantized variants quantise: whole (encoder, decoders, int4 token lookup sharing the lm_head\'s table) or decoders (decoders only)').choices(['whole', 'decoders']).default('whole'))
     .option('--recipe <component=spec...>', 'per-component overrides of the preset, as quantize takes them (e.g. encoder=int8)')
     .option('--awq <stats.json>', 'AWQ-smooth quantized variants with these calibration statistics')
@@ -47,7 +47,7 @@ export function register(program: Command): void {
     .action(async (opts: BuildCliOptions) => {
       const { record, packages } = await buildRelease({
         model: opts.model, ...(opts.revision !== undefined ? { revision: opts.revision } : {}), output: opts.output,
-        variants: parseVariants(opts.variants), layouts: parseLayouts(opts.layouts), preset: opts.preset, recipe: parseRecipeEntries(opts.recipe ?? []), attention: opts.attention, awq: opts.awq, awqAlpha: opts.awqAlpha,
+        variants: parseVariants(opts.variants), layouts: parseLayouts(opts.layout), preset: opts.preset, recipe: parseRecipeEntries(opts.recipe ?? []), attention: opts.attention, awq: opts.awq, awqAlpha: opts.awqAlpha,
         compareAudio: opts.compareAudio, minTop1: opts.minTop1, minCosine: opts.minCosine,
         compareMaxTokens: opts.compareMaxTokens, level: opts.level, sizeLabel: opts.sizeLabel,
         threads: opts.threads, progress: progressFor(opts),

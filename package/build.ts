@@ -120,11 +120,11 @@ export function buildModelDirName(layout: Layout): string {
   return layout === 'split' ? 'model' : `model-${layout}`;
 }
 
-/** Parses `--layouts split,sherpa-onnx`. */
+/** Parses build's `--layout split,sherpa-onnx` (one layout or a list). */
 export function parseLayouts(list: string): Layout[] {
-  const layouts = list.split(',').map((v) => v.trim()).filter(Boolean).map((v) => parseLayout(v, '--layouts'));
-  if (layouts.length === 0) throw new UserError('--layouts: give at least one layout, e.g. split,sherpa-onnx');
-  if (new Set(layouts).size !== layouts.length) throw new UserError(`--layouts: duplicate layout in "${list}"`);
+  const layouts = list.split(',').map((v) => v.trim()).filter(Boolean).map((v) => parseLayout(v, '--layout'));
+  if (layouts.length === 0) throw new UserError('--layout: give at least one layout, e.g. split,sherpa-onnx');
+  if (new Set(layouts).size !== layouts.length) throw new UserError(`--layout: duplicate layout in "${list}"`);
   return layouts;
 }
 
