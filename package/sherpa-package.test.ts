@@ -59,6 +59,20 @@ describe('sherpa-onnx layout archives', () => {
     expect(verify.stdout).toContain('OK ');
   }, 120_000);
 
+  it('build --layout sherpa-onnx exports, quantises, gates and packages that layout', async () => {
+    const out = join(root, 'build');
+    const run = await runCli(['build', '--model', await tinyCheckpointDir(), '--output', out, '--layout', 'sherpa-onnx',
+      '--variants', 'fp32,int4', '--min-top1', '0', '--min-cosine', '0', '--json']);
+    expect(run.code, run.stderr).toBe(0);
+    expect((await readdir(out)).sort()).toEqual(['build-record.json', 'dist', 'model-sherpa-onnx']);
+    const dist = (await readdir(join(out, 'dist'))).filter((f) => f.endsWith('.tar.gz')).sort();
+    expect(dist).toEqual(['qwen3-asr-custom-sherpa-onnx-fp32.tar.gz', 'qwen3-asr-custom-sherpa-onnx-int4.tar.gz']);
+    const record = JSON.parse(await readFile(join(out, 'build-record.json'), 'utf8')) as { options: { layouts: string[] }; comparisons: unknown[] };
+    expect(record.options.layouts).toEqual(['sherpa-onnx']);
+    expect(record.comparisons.length).toBe(1);
+    expect(await readFile(join(out, 'dist', 'README.md'), 'utf8')).toContain('--qwen3-asr-decoder=qwen3-asr-custom-sherpa-onnx-');
+  }, 180_000);
+
   /** A copy of the exported directory with one thing broken; package must refuse it in one line and write nothing. */
   const broken = async (what: string, breakIt: (dir: string) => Promise<void>): Promise<{ message: string; dir: string }> => {
     const dir = join(root, `broken-${what}`);
