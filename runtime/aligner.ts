@@ -16,8 +16,8 @@ import { segmentBounds, segmentSamples } from './segment.js';
 import { Tokenizer } from './tokenizer.js';
 
 /**
- * Word timestamps with an exported Qwen3-ForcedAligner directory (shared/ALIGNER.md, the aligner
- * model directory of /tmp INTERFACES: encoder.onnx + aligner_decoder.onnx):
+ * Word timestamps with an exported Qwen3-ForcedAligner directory (shared/ALIGNER.md; the directory's
+ * files are model-dir/aligner.ts's: encoder.onnx + aligner_decoder.onnx):
  *
  *   mel [1,128,T] --encoder--> audio_features [1,N,H]
  *   ids (audio pads + words + <timestamp> pairs), audio_features --aligner_decoder--> timestamp_classes [1,2W]
@@ -111,11 +111,6 @@ export class AlignerModel {
     let decoder: ort.InferenceSession;
     try { decoder = await createSession(files.decoder, opts.threads); } catch (err) { await encoder.release(); throw err; }
     return new AlignerModel(dir, variant, files, config, tokenizer, encoder, decoder, performance.now() - started);
-  }
-
-  /** Longest audio the 5000-class head can address (classify_num x timestamp_segment_ms). */
-  get headSeconds(): number {
-    return (this.config.classify_num * this.config.timestamp_segment_ms) / 1000;
   }
 
   async release(): Promise<void> {
