@@ -1,5 +1,6 @@
 import { UserError } from '../common/errors.js';
 import type { Progress } from '../common/progress.js';
+import type { PackageManifest } from './manifest.js';
 import { alignerAgreement, type Agreement } from '../runtime/aligner-compare.js';
 
 /**
@@ -26,4 +27,17 @@ export async function gateAlignerVariants(
     }
   }
   return reports;
+}
+
+/**
+ * Each quantised variant's recipe as its archive states it (config.json's `quantization`, which
+ * the aligner's quantize wrote: quantize/aligner.ts), for build-record.json.
+ */
+export function packagedRecipes(manifests: readonly PackageManifest[]): Record<string, Record<string, string>> {
+  const own = (m: PackageManifest): Record<string, string> => Object.fromEntries(Object.entries(m.recipe ?? {}).flatMap(([k, v]) => {
+    // int4 keys are bare, other variants' end in .<variant> (quantize/aligner.ts).
+    if (m.variant === 'int4') return k.includes('.') ? [] : [[k, v]];
+    return k.endsWith(`.${m.variant}`) ? [[k.slice(0, -m.variant.length - 1), v]] : [];
+  }));
+  return Object.fromEntries(manifests.filter((m) => m.variant !== 'fp32').map((m) => [m.variant, own(m)]));
 }

@@ -1,10 +1,11 @@
-import { copyFile, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatInspection, inspectPath } from '../cli/inspect.js';
 import { UserError } from '../common/errors.js';
 import { silentProgress } from '../common/progress.js';
-import { tinyAlignerModelDir } from '../fixtures/test-support.js';
+import { tinyAlignerCheckpointDir, tinyAlignerModelDir } from '../fixtures/test-support.js';
+import { buildRelease } from './build.js';
 import { quantizeModelDir, QUANTIZE_DEFAULTS } from '../quantize/model-dir.js';
 import { removeTempDirs, tempDir } from '../quantize/test-graphs.js';
 import { packageModel } from './package-model.js';
@@ -83,4 +84,24 @@ describe('package and verify-package on a forced-aligner directory', () => {
     expect(text).toContain('config.json: ok');
     expect(text).toMatch(/aligner_decoder\.int4\.onnx .*\n  inputs:\n    input_ids: int64 \[1, seq_len\]\n    audio_features: float \[1, audio_len, 96\]\n  outputs:\n    timestamp_logits: float \[1, timestamps, 5000\]\n    timestamp_classes: int64 \[1, timestamps\]/);
   });
+
+  it('build gates an aligner on its timestamp classes (--min-top1 is the share of fp32 classes kept) and records the packaged recipe', async () => {
+    const base = {
+      model: await tinyAlignerCheckpointDir(), variants: ['fp32', 'int4'], compareAudio: [], minCosine: 0.95,
+      compareMaxTokens: 6, level: 'huffman' as const, progress: silentProgress,
+    };
+    const refused = join(await tempDir('aligner-build'), 'out');
+    const err = await errorOf(buildRelease({ ...base, output: refused, minTop1: 0.9 }));
+    expect(err).toBeInstanceOf(UserError);
+    expect(err?.message).toBe('int4 diverges from fp32 past the thresholds, not packaging it: timestamp classes agree at 86/190 positions (45.3 % < --min-top1 0.9)');
+    await expect(stat(refused)).rejects.toThrow(/ENOENT/);
+
+    const output = join(await tempDir('aligner-build'), 'out');
+    const { record, packages } = await buildRelease({ ...base, output, minTop1: 0.3 });
+    expect(packages.map((p) => p.archive.split('/').pop())).toEqual(['qwen3-forcedaligner-custom-fp32.tar.gz', 'qwen3-forcedaligner-custom-int4.tar.gz']);
+    expect(record.options.recipes).toEqual({ int4: {
+      aligner_decoder: 'int4_rtn_block64_al4', embedding: 'int4_rtn_block64_gather', encoder: 'int4_rtn_block64_al4',
+      lm_head: 'int8_rtn_block64_al4', preset: 'custom',
+    } });
+  }, 300_000);
 });

@@ -24,6 +24,8 @@ import type { PackageManifest } from './manifest.js';
 import { readAwqStats } from '../calibrate/stats-file.js';
 import { assertOutputApart, assertWritableDir } from '../common/output-paths.js';
 import { parseLayout, type Layout } from '../model-dir/layout.js';
+import { modelDirKind } from '../model-dir/aligner.js';
+import { gateAlignerVariants, packagedRecipes } from './aligner-build.js';
 
 export interface BuildOptions {
   model: string;
@@ -199,7 +201,9 @@ async function runBuild(
       minTop1: opts.minTop1, minCosine: opts.minCosine, level: opts.level, quantize: QUANTIZE_DEFAULTS,
       preset: opts.preset ?? BUILD_PRESET, recipe: opts.recipe ?? {},
       // What each quantized variant's components are, as config.json and the manifests state it.
-      recipes: Object.fromEntries(opts.variants.filter((v) => v !== 'fp32').map((v) => [v, statedRecipe(buildRecipe(opts, v), opts.awq ? (opts.awqAlpha ?? 0.2) : undefined)])),
+      recipes: (await modelDirKind(firstModelDir)) === 'forced_aligner'
+        ? packagedRecipes(manifests)
+        : Object.fromEntries(opts.variants.filter((v) => v !== 'fp32').map((v) => [v, statedRecipe(buildRecipe(opts, v), opts.awq ? (opts.awqAlpha ?? 0.2) : undefined)])),
     },
     inputs: {
       model: opts.model, revision: opts.revision ?? null, commit: exported.commit ?? null,
@@ -246,7 +250,10 @@ async function buildLayout(
     });
   }
 
-  if (quantized.length) {
+  if (quantized.length && (await modelDirKind(modelDir)) === 'forced_aligner') {
+    // The aligner's output is timestamp classes, not text: its own gate (package/aligner-build.ts).
+    await gateAlignerVariants(modelDir, quantized, opts.minTop1, progress);
+  } else if (quantized.length) {
     let scratch: string | null = null;
     let audio = opts.compareAudio;
     if (audio.length === 0) {
