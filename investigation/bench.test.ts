@@ -78,6 +78,9 @@ describe('bench harness on the tiny preset', () => {
       expect(r.promptTokens).toBe(result.runtime[i].promptTokens);
       expect(r.steps.map((x) => x.kvBytes)).toEqual(result.runtime[i].steps.map((x) => x.kvBytes));
     }
+    // A step reads the same weights in both layouts (the sherpa decoder's own token table: one row).
+    expect(s.runtime[0].steps[0].weightBytes).toBe(result.runtime[0].steps[0].weightBytes);
+    expect(s.runtime[1].steps[0].weightBytes / result.runtime[1].steps[0].weightBytes).toBeCloseTo(1, 2);
     expect(s.bounds).toHaveLength(2);
     expect(s.clip.runs.map((x) => x.runtime)).toEqual(['qwen3-onnx split int4', 'qwen3-onnx sherpa-onnx int4', 'sherpa-onnx-node int4']);
     for (const x of s.clip.runs) {

@@ -6,7 +6,8 @@ import { buildPrompt } from '../runtime/prompt.js';
 import { cacheFeeds, decoderCall } from '../runtime/sherpa-decode.js';
 import { SherpaAsrModel } from '../runtime/sherpa-session.js';
 import type { SpeechModel } from '../runtime/speech-model.js';
-import { graphWeightBytes, syntheticMel, type RuntimeFigures, type StepFigure } from './runtime-bench.js';
+import { isExternal, loadModel, tensorBytes } from '../common/onnx/index.js';
+import { syntheticMel, type RuntimeFigures, type StepFigure } from './runtime-bench.js';
 import { median, round, timeRepeated, timing, type Timing } from './stats.js';
 
 /**
@@ -28,6 +29,37 @@ export interface SherpaRuntimeBenchOptions {
   loadReps: number;
   audioSeconds: number;
   pastLengths: number[];
+}
+
+/**
+ * Bytes of weights one decoder step must read: every external range once, except a token table
+ * that only a Gather (or GatherBlockQuantized) reads, of which a step reads one row. The sherpa
+ * layout's decoder embeds the ids itself, so its data file holds the embedding table (the split
+ * layout's decoder_step takes the embedded row as an input instead).
+ */
+export async function stepWeightBytes(onnxPath: string): Promise<number> {
+  const loaded = await loadModel(onnxPath);
+  const lookupOnly = new Map<string, boolean>();
+  for (const node of loaded.graph.node) {
+    node.input.forEach((name, i) => {
+      const gatherData = i === 0 && (node.opType === 'Gather' || node.opType === 'GatherBlockQuantized');
+      lookupOnly.set(name, (lookupOnly.get(name) ?? true) && gatherData);
+    });
+  }
+  const ranges = new Map<string, { length: number; rowBytes: number; lookupOnly: boolean }>();
+  for (const t of loaded.graph.initializer) {
+    if (!isExternal(t)) continue;
+    const r = tensorBytes(t, loaded.path);
+    if (r.kind !== 'external') continue;
+    const key = `${r.file}:${r.offset}:${r.length}`;
+    const rows = Number(t.dims[0] ?? 1) || 1;
+    const only = lookupOnly.get(t.name) ?? false;
+    const seen = ranges.get(key);
+    ranges.set(key, { length: r.length, rowBytes: r.length / rows, lookupOnly: (seen?.lookupOnly ?? true) && only });
+  }
+  let total = 0;
+  for (const r of ranges.values()) total += r.lookupOnly ? r.rowBytes : r.length;
+  return total;
 }
 
 /** decoder call at one past length: `reps` timed runs after `warmup` (all outputs, or logits only). */
@@ -71,7 +103,7 @@ export async function measureSherpaRuntime(o: SherpaRuntimeBenchOptions): Promis
       const r = await model.decode(prompt, encoded, { maxNewTokens: 2, repetitionGuard: false });
       if (i >= o.warmup) prefillMs.push(r.prefillMs);
     }
-    const weightBytes = await graphWeightBytes(model.files.decoder);
+    const weightBytes = await stepWeightBytes(model.files.decoder);
     const d = model.config.decoder;
     const steps: StepFigure[] = [];
     for (const past of o.pastLengths) {
