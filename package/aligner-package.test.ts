@@ -99,6 +99,10 @@ describe('package and verify-package on a forced-aligner directory', () => {
     const output = join(await tempDir('aligner-build'), 'out');
     const { record, packages } = await buildRelease({ ...base, output, minTop1: 0.3 });
     expect(packages.map((p) => p.archive.split('/').pop())).toEqual(['qwen3-forcedaligner-custom-fp32.tar.gz', 'qwen3-forcedaligner-custom-int4.tar.gz']);
+    const card = await readFile(join(output, 'dist', 'README.md'), 'utf8');
+    expect(card).toContain('`aligner_decoder.onnx`');
+    expect(card).toContain('npx qwen3-onnx align --model-dir qwen3-forcedaligner-custom-fp32 --language English');
+    expect(card).not.toContain('decoder_init');
     expect(record.options.recipes).toEqual({ int4: {
       aligner_decoder: 'int4_rtn_block64_al4', embedding: 'int4_rtn_block64_gather', encoder: 'int4_rtn_block64_al4',
       lm_head: 'int8_rtn_block64_al4', preset: 'custom',

@@ -26,6 +26,7 @@ import { assertOutputApart, assertWritableDir } from '../common/output-paths.js'
 import { parseLayout, type Layout } from '../model-dir/layout.js';
 import { modelDirKind } from '../model-dir/aligner.js';
 import { gateAlignerVariants, packagedRecipes } from './aligner-build.js';
+import { alignerModelCard } from './aligner-card.js';
 
 export interface BuildOptions {
   model: string;
@@ -190,7 +191,8 @@ async function runBuild(
   const firstModelDir = join(output, buildModelDirName(layouts[0]));
 
   const manifests: PackageManifest[] = packages.map((p) => p.manifest);
-  await writeFileAtomic(join(distDir, 'README.md'), modelCard(manifests));
+  const aligner = (await modelDirKind(firstModelDir)) === 'forced_aligner';
+  await writeFileAtomic(join(distDir, 'README.md'), aligner ? alignerModelCard(manifests) : modelCard(manifests));
 
   const record: BuildRecord = {
     format: 'qwen3-onnx-build/1',
@@ -201,7 +203,7 @@ async function runBuild(
       minTop1: opts.minTop1, minCosine: opts.minCosine, level: opts.level, quantize: QUANTIZE_DEFAULTS,
       preset: opts.preset ?? BUILD_PRESET, recipe: opts.recipe ?? {},
       // What each quantized variant's components are, as config.json and the manifests state it.
-      recipes: (await modelDirKind(firstModelDir)) === 'forced_aligner'
+      recipes: aligner
         ? packagedRecipes(manifests)
         : Object.fromEntries(opts.variants.filter((v) => v !== 'fp32').map((v) => [v, statedRecipe(buildRecipe(opts, v), opts.awq ? (opts.awqAlpha ?? 0.2) : undefined)])),
     },
