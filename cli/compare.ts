@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { UserError } from '../common/errors.js';
 import { compareVariants, type CompareReport, type VariantComparison } from '../runtime/compare.js';
-import { compareComponentsAlone } from '../runtime/component-effects.js';
+import { componentCandidates, type ComponentCandidates } from '../runtime/component-effects.js';
 import { DEFAULT_MAX_NEW_TOKENS } from '../runtime/decode.js';
 import { resolveLanguage } from '../runtime/prompt.js';
 import { emitResult, progressFor, threadsOption, type CommonOptions } from './output.js';
@@ -78,12 +78,17 @@ export function register(program: Command): void {
         minTop1: opts.minTop1, minCosine: opts.minCosine, progress: progressFor(opts),
         onFileError: (_: string, message: string) => process.stderr.write(`qwen3-onnx: error: ${message.split('\n')[0]}\n`),
       };
-      const report = await compareVariants({ ...common, variants: opts.variants });
-      // One comparison at a time (each keeps one graph resident).
-      const effects: VariantComparison[] = [];
-      if (opts.components) {
-        for (const variant of opts.variants.filter((v) => v !== 'fp32')) effects.push(...(await compareComponentsAlone({ ...common, variant })).effects.map((e) => e.comparison));
+      // With --components, each quantised component of each variant alone runs on the same baseline.
+      if (opts.components && opts.variants[0] !== 'fp32') throw new UserError(`--components: the baseline (first of --variants) must be fp32, got ${opts.variants[0]}`);
+      const sets: ComponentCandidates[] = [];
+      let report: CompareReport;
+      try {
+        if (opts.components) for (const v of opts.variants.filter((x) => x !== 'fp32')) sets.push(await componentCandidates(opts.modelDir, v));
+        report = await compareVariants({ ...common, variants: opts.variants, ...(opts.components ? { extraCandidates: sets.flatMap((c) => c.candidates) } : {}) });
+      } finally {
+        for (const c of sets) await c.cleanup();
       }
+      const effects: VariantComparison[] = report.extraComparisons ?? [];
       emitResult(opts, opts.components ? { ...report, components: effects } : report,
         () => [formatComparison(report), ...(effects.length ? [formatComparison({ ...report, comparisons: effects, fileErrors: [] })] : [])].join('\n'));
       if (!report.passed) {

@@ -48,7 +48,15 @@ export interface CompareOptions {
   onFileError?: (file: string, message: string) => void;
   /** Opens one graph (default: onnxruntime, as AsrModel.load does); tests inject a recording one. */
   openGraph?: OpenGraph;
+  /**
+   * More candidates run on the same baseline, reported in `extraComparisons` and not gated: a
+   * mix of graph files by label (runtime/component-effects.ts: each quantised component alone).
+   */
+  extraCandidates?: ExtraCandidate[];
 }
+
+/** A candidate that is not a variant of the directory: its own graph files and pre-packing. */
+export interface ExtraCandidate { label: string; files: ModelFiles; prepack: { encoder: boolean; decoder: boolean } }
 
 /** An audio file left out of the comparison, with its one-line reason. */
 export interface FileError { file: string; message: string }
@@ -91,6 +99,8 @@ export interface CompareReport {
   variants: Variant[];
   thresholds: { minTop1: number; minCosine: number };
   comparisons: VariantComparison[];
+  /** The `extraCandidates`' comparisons (absent without them); `passed` does not count them. */
+  extraComparisons?: VariantComparison[];
   /** Files left out (the comparison ran on the others); any makes `passed` false. */
   fileErrors: FileError[];
   passed: boolean;
@@ -146,14 +156,20 @@ export async function compareVariants(opts: CompareOptions): Promise<CompareRepo
   if (await detectLayout(opts.modelDir) === 'sherpa-onnx') return compareSherpaVariants(opts);
 
   const { config } = await readModelConfig(opts.modelDir);
-  const graphs = await Promise.all(opts.variants.map((v) => variantGraphs(opts.modelDir, v, opts.threads)));
+  const graphs = [
+    ...(await Promise.all(opts.variants.map((v) => variantGraphs(opts.modelDir, v, opts.threads)))),
+    ...(opts.extraCandidates ?? []).map((c): VariantGraphs => ({
+      variant: c.label, files: c.files,
+      encoder: { threads: opts.threads, prepack: c.prepack.encoder }, decoder: { threads: opts.threads, prepack: c.prepack.decoder },
+    })),
+  ];
   const tokenizer = await Tokenizer.load(opts.modelDir);
   const ctx: StageContext = { config, open, maxNewTokens };
 
   // Upper bound of one file's baseline logits: a row per generated token plus the EOS position.
   const rowsBytes = (maxNewTokens + 1) * config.decoder.vocab_size * 4;
   const groupSize = Math.max(1, Math.floor((opts.baselineBudgetBytes ?? BASELINE_BUDGET) / rowsBytes));
-  const perCandidate: FileComparison[][] = opts.variants.slice(1).map(() => []);
+  const perCandidate: FileComparison[][] = graphs.slice(1).map(() => []);
   const fileErrors: FileError[] = [];
   try {
     for (let first = 0; first < opts.files.length; first += groupSize) {
@@ -173,12 +189,14 @@ export async function compareVariants(opts: CompareOptions): Promise<CompareRepo
       for (const [ci, candidate] of graphs.slice(1).entries()) perCandidate[ci].push(...await runCandidate(ctx, candidate, runs));
     }
     progress.update('compare files', opts.files.length, opts.files.length);
-    const comparisons = opts.variants.slice(1).map((v, ci) => summariseVariant(opts.variants[0], v, perCandidate[ci], minTop1, minCosine));
+    const all = graphs.slice(1).map((g, ci) => summariseVariant(opts.variants[0], g.variant, perCandidate[ci], minTop1, minCosine));
+    const comparisons = all.slice(0, opts.variants.length - 1);
     return {
       modelDir: opts.modelDir,
       variants: opts.variants,
       thresholds: { minTop1, minCosine },
       comparisons,
+      ...(opts.extraCandidates ? { extraComparisons: all.slice(opts.variants.length - 1) } : {}),
       fileErrors,
       passed: fileErrors.length === 0 && comparisons.every((c) => c.passed),
     };

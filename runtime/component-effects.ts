@@ -1,4 +1,4 @@
-import { access, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { tempPathFor } from '../common/atomic.js';
 import { trackTemp } from '../common/cleanup.js';
@@ -8,9 +8,8 @@ import { readModelConfig } from '../model-dir/config.js';
 import { graphFileName } from '../model-dir/files.js';
 import { detectLayout } from '../model-dir/layout.js';
 import { UserError } from '../common/errors.js';
-import { compareVariants, type CompareOptions, type CompareReport, type VariantComparison } from './compare.js';
-import type { GraphSessionOptions, OpenGraph } from './graph-stage.js';
-import { openOrtGraph } from './graph-stage.js';
+import { compareVariants, type CompareOptions, type ExtraCandidate, type VariantComparison } from './compare.js';
+import { resolveModelFiles, type ModelFiles } from './session.js';
 
 /**
  * Each quantised component's effect on its own (split layout): the variant's graphs with every
@@ -20,7 +19,8 @@ import { openOrtGraph } from './graph-stage.js';
  *                     (its GatherBlockQuantized reads decoder_weights.<v>.data in place)
  *   decoders alone    the variant's decoders with decoder_init's lookup taken from the float
  *                     decoder_init (the float table read in place), the float encoder
- * Only the components the variant's recipe quantises are run; no weights are copied: a spliced
+ * All run on one fp32 baseline beside the variant (compare's `extraCandidates`). Only the
+ * components the variant's recipe quantises are run; no weights are copied: a spliced
  * decoder_init is a small .onnx written as a temp file in the model directory (its initializers
  * point into the existing data files) and removed afterwards.
  */
@@ -33,8 +33,6 @@ export interface ComponentEffectsReport {
   variant: string;
   effects: ComponentEffect[];
 }
-
-const exists = (p: string): Promise<boolean> => access(p).then(() => true, () => false);
 
 /** The output a graph's token lookup writes: the float Gather on the embedding table's output. */
 function lookupOutput(floatInit: LoadedModel): string {
@@ -91,60 +89,63 @@ async function writeSpliced(dir: string, model: LoadedModel): Promise<{ path: st
   return { path, remove: async () => { await rm(path, { force: true }); untrack(); } };
 }
 
+/** The candidates of `componentCandidates`, and the removal of the spliced graphs they read. */
+export interface ComponentCandidates { candidates: (ExtraCandidate & { component: ComponentAlone })[]; cleanup: () => Promise<void> }
+
 /**
- * Runs compare once per quantised component of `variant`, each time with the variant's graph
- * files redirected to the mix above (the baseline is fp32). Thresholds are reported, not enforced:
- * the gate applies to the whole variant (compare / build).
+ * One candidate per quantised component of `variant` (labels `<variant> <component> alone`), for
+ * compare's `extraCandidates`: they run on the same fp32 baseline as the variant itself. Call
+ * `cleanup` when done (it removes the spliced decoder_init files).
  */
-export async function compareComponentsAlone(
-  opts: Omit<CompareOptions, 'variants' | 'openGraph'> & { variant: string },
-): Promise<ComponentEffectsReport> {
-  const dir = opts.modelDir;
-  const v = opts.variant;
+export async function componentCandidates(dir: string, v: string): Promise<ComponentCandidates> {
   if ((await detectLayout(dir)) !== 'split') throw new UserError(`--components: ${dir} is a sherpa-onnx layout directory; the per-component comparison reads the split layout's graphs`);
   const { config } = await readModelConfig(dir);
   const recipe = config.quantization ?? {};
   const key = (c: string): string => (v === 'int4' ? c : `${c}.${v}`);
   const file = (g: 'encoder' | 'decoder_init' | 'decoder_step', variant = 'fp32'): string => join(dir, graphFileName(g, variant));
-
-  const effects: ComponentEffect[] = [];
-  /** Graph file the variant would load -> the file run instead and whether it is pre-packed (quantised graphs are). */
-  type Redirect = Map<string, { path: string; prepack: boolean }>;
-  const toFloat = (g: 'encoder' | 'decoder_init' | 'decoder_step'): [string, { path: string; prepack: boolean }] => [file(g, v), { path: file(g), prepack: false }];
-  const run = async (component: ComponentAlone, redirect: Redirect): Promise<void> => {
-    const open: OpenGraph = (path: string, o: GraphSessionOptions) => {
-      const to = redirect.get(path);
-      return to ? openOrtGraph(to.path, { ...o, prepack: to.prepack }) : openOrtGraph(path, o);
-    };
-    const report: CompareReport = await compareVariants({ ...opts, variants: ['fp32', v], openGraph: open });
-    const c = report.comparisons[0];
-    effects.push({ component, comparison: { ...c, candidate: `${v} ${component} alone` } });
+  const quant = await resolveModelFiles(dir, v);
+  const float = await resolveModelFiles(dir, 'fp32');
+  const removals: (() => Promise<void>)[] = [];
+  const cleanup = async (): Promise<void> => { for (const r of removals.splice(0)) await r(); };
+  const candidates: ComponentCandidates['candidates'] = [];
+  const add = (component: ComponentAlone, files: Partial<ModelFiles>, prepack: { encoder: boolean; decoder: boolean }): void => {
+    candidates.push({ component, label: `${v} ${component} alone`, files: { ...float, ...files }, prepack });
   };
+  try {
+    const ownEncoder = quant.encoder === file('encoder', v) && recipe[key('encoder')] !== 'fp32';
+    // Quantised graphs are pre-packed (as compare opens a variant's own graphs), float ones not.
+    if (ownEncoder) add('encoder', { encoder: quant.encoder }, { encoder: true, decoder: false });
+    const embedding = recipe[key('embedding')];
+    if (embedding !== undefined && embedding !== 'fp32') {
+      const floatInit = await loadModel(float.decoderInit);
+      const output = lookupOutput(floatInit);
+      const alone = await writeSpliced(dir, spliceLookup(floatInit, await loadModel(quant.decoderInit), output));
+      removals.push(alone.remove);
+      add('embedding', { decoderInit: alone.path }, { encoder: false, decoder: false });
+      const back = await writeSpliced(dir, spliceLookup(await loadModel(quant.decoderInit), await loadModel(float.decoderInit), output));
+      removals.push(back.remove);
+      add('decoders', { decoderInit: back.path, decoderStep: quant.decoderStep }, { encoder: false, decoder: true });
+    } else {
+      // No quantised lookup: the variant's decoders as they are, beside the float encoder.
+      add('decoders', { decoderInit: quant.decoderInit, decoderStep: quant.decoderStep }, { encoder: false, decoder: true });
+    }
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+  return { candidates, cleanup };
+}
 
-  const ownEncoder = await exists(file('encoder', v));
-  if (ownEncoder && recipe[key('encoder')] !== 'fp32') {
-    await run('encoder', new Map([toFloat('decoder_init'), toFloat('decoder_step')]));
+/** compare fp32 vs `variant` with each quantised component alone beside it; returns the components' comparisons. */
+export async function compareComponentsAlone(
+  opts: Omit<CompareOptions, 'variants' | 'extraCandidates'> & { variant: string },
+): Promise<ComponentEffectsReport> {
+  const { candidates, cleanup } = await componentCandidates(opts.modelDir, opts.variant);
+  try {
+    const report = await compareVariants({ ...opts, variants: ['fp32', opts.variant], extraCandidates: candidates });
+    const extra = report.extraComparisons ?? [];
+    return { variant: opts.variant, effects: candidates.map((c, i) => ({ component: c.component, comparison: extra[i] })) };
+  } finally {
+    await cleanup();
   }
-  const embedding = recipe[key('embedding')];
-  if (embedding !== undefined && embedding !== 'fp32') {
-    const floatInit = await loadModel(file('decoder_init'));
-    const output = lookupOutput(floatInit);
-    const spliced = await writeSpliced(dir, spliceLookup(floatInit, await loadModel(file('decoder_init', v)), output));
-    try {
-      await run('embedding', new Map([toFloat('encoder'), [file('decoder_init', v), { path: spliced.path, prepack: false }], toFloat('decoder_step')]));
-    } finally {
-      await spliced.remove();
-    }
-    const quantInit = await loadModel(file('decoder_init', v));
-    const back = await writeSpliced(dir, spliceLookup(quantInit, await loadModel(file('decoder_init')), output));
-    try {
-      await run('decoders', new Map([toFloat('encoder'), [file('decoder_init', v), { path: back.path, prepack: true }]]));
-    } finally {
-      await back.remove();
-    }
-  } else {
-    // No quantised lookup: the variant's decoders as they are, beside the float encoder.
-    await run('decoders', new Map(ownEncoder ? [toFloat('encoder')] : []));
-  }
-  return { variant: v, effects };
 }
