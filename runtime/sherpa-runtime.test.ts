@@ -23,7 +23,7 @@ import { compareVariants } from './compare.js';
 import { audioTokenCount, transcribeFile, type Transcription } from './decode.js';
 import { logMelSpectrogram } from './mel.js';
 import { buildPrompt } from './prompt.js';
-import { convFrontendRows, sherpaValidTokens } from './sherpa-decode.js';
+import { cacheFeeds, convFrontendRows, sherpaValidTokens } from './sherpa-decode.js';
 import { SherpaAsrModel } from './sherpa-session.js';
 import { encodeWav } from './wav-writer.js';
 
@@ -277,14 +277,13 @@ describe('the rules sherpa-onnx enforces that a run might not show', () => {
     const encoded = await model.encode(mel);
     const prompt = buildPrompt(model.tokenizer, { audioTokens: encoded.audioTokens });
     const S = prompt.ids.length;
-    const kv = model.cache.views(S + 4);
     const feeds: Record<string, ort.Tensor> = {
+      ...cacheFeeds(model, S + 4),
       [model.io.inputIds]: new ort.Tensor('int64', BigInt64Array.from(prompt.ids, BigInt), [1, S]),
       [model.io.audioFeatures]: encoded.features,
       [model.io.attentionMask]: new ort.Tensor('int64', new BigInt64Array(S).fill(1n), [1, S]),
       [model.io.cachePosition]: new ort.Tensor('int64', BigInt64Array.from(prompt.ids, (_, i) => BigInt(i)), [S]),
     };
-    model.io.pastKv.forEach(([k, v], l) => { feeds[k] = kv[l][0]; feeds[v] = kv[l][1]; });
     const out = await model.decoder.run(feeds);
     expect(out[model.io.logits].dims).toEqual([1, S, model.config.decoder.vocab_size]);
     expect(out[model.io.deltaKv[0][0]].dims).toEqual([1, S, model.config.decoder.num_key_value_heads, model.config.decoder.head_dim]);
