@@ -2,6 +2,7 @@ import { copyFile, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserError } from '../common/errors.js';
+import { sha256File } from '../common/hash.js';
 import { loadModel, type LoadedModel } from '../common/onnx/index.js';
 import { tinyAlignerModelDir } from '../fixtures/test-support.js';
 import { alignerAgreement, DEFAULT_CASES } from '../runtime/aligner-compare.js';
@@ -98,6 +99,14 @@ describe('quantize on a forced-aligner directory', () => {
     expect(int4.same / int4.positions).toBeGreaterThanOrEqual(FLOOR.int4);
     expect(int8.same / int8.positions).toBeGreaterThanOrEqual(FLOOR.int8);
     expect(int8.same).toBeGreaterThan(int4.same);
+  });
+
+  it('writes the same bytes when run again on another copy', async () => {
+    const again = await copyOf(floatDir);
+    await quantizeModelDir(opts(again));
+    for (const f of ['encoder.int4.onnx', 'encoder_weights.int4.data', 'aligner_decoder.int4.onnx', 'aligner_weights.int4.data', 'config.json']) {
+      expect(await sha256File(join(again, f)), f).toBe(await sha256File(join(dirs.whole, f)));
+    }
   });
 
   it('refuses AWQ on an aligner directory in one line, writing nothing', async () => {
