@@ -93,7 +93,6 @@ describe('qwen3-onnx quantize', () => {
     ['block 0 for a component', ['--model-dir', '.', '--lm-head', 'int4,block=0'], /^qwen3-onnx: error: --lm-head int4,block=0: block must be a power of two from 16 to 256, got 0\n$/],
     ['an unknown setting', ['--model-dir', '.', '--recipe', 'decoder=int4,group=2'], /^qwen3-onnx: error: --decoder int4,group=2: unknown setting "group=2" \(block=N, al=N, sym or asym\)\n$/],
     ['a float decoder', ['--model-dir', '.', '--decoder', 'fp32'], /^qwen3-onnx: error: --decoder fp32: a quantised variant quantises the decoder/],
-    ['an int8 lookup', ['--model-dir', '.', '--embedding', 'int8'], /^qwen3-onnx: error: --embedding int8: the token lookup is fp32 or int4/],
     ['a recipe entry without =', ['--model-dir', '.', '--recipe', 'encoder'], /^qwen3-onnx: error: --recipe encoder: expected component=spec/],
   ];
   for (const [what, args, message] of bad) {

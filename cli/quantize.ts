@@ -46,7 +46,7 @@ export function register(program: Command): void {
     .addOption(new Option('--preset <name>', 'which components are quantised: decoders (decoder + lm_head) or whole (encoder, decoder, embedding, lm_head); default decoders, whole for a forced-aligner directory').choices(['decoders', 'whole']))
     .option('--encoder <spec>', 'encoder linears: fp32, int8 or int4, optionally ,block=N ,al=N ,sym (overrides the preset)')
     .option('--decoder <spec>', 'decoder linears: int8 or int4[,block=N][,al=N][,sym]')
-    .option('--embedding <spec>', 'token lookup: fp32 or int4[,block=N][,sym] (GatherBlockQuantized; shares the tied lm_head\'s table when both round alike)')
+    .option('--embedding <spec>', 'token lookup: fp32, int8 or int4[,block=N][,sym] (GatherBlockQuantized; shares the tied lm_head\'s table when both round alike)')
     .option('--lm-head <spec>', 'lm_head: fp32, int8 or int4[,block=N][,al=N][,sym]')
     .option('--recipe <component=spec...>', 'the same per component, e.g. --recipe encoder=int8 lm_head=int4,block=32')
     .addOption(new Option('--table-share <how>', 'how the lookup and the lm_head name their shared table (investigation/INVESTIGATION.md)').choices(['range', 'reshape']).default('range'))

@@ -91,6 +91,7 @@ const cases: [string, number, RtnParams, GatherQuantizeOptions['share']][] = [
   ['int4 asymmetric, block 32', 64, { bits: 4, blockSize: 32, symmetric: false }, 'range'],
   ['int4 asymmetric, H not a multiple of the block (padded rows, sliced)', 96, { bits: 4, blockSize: 64, symmetric: false }, 'range'],
   ['int4 symmetric', 64, { bits: 4, blockSize: 16, symmetric: true }, 'range'],
+  ['int8 asymmetric', 64, { bits: 8, blockSize: 32, symmetric: false }, 'range'],
   ['int4 asymmetric, table fed to MatMulNBits through a Reshape', 64, { bits: 4, blockSize: 32, symmetric: false }, 'reshape'],
 ];
 
@@ -105,7 +106,7 @@ describe('Gather -> GatherBlockQuantized over the tied lm_head\'s int4 table', (
       expect(r.init.graph.initializer.some((t) => t.name === 'E')).toBe(false);
       const gbq = r.init.graph.node.find((n) => n.opType === 'GatherBlockQuantized')!;
       expect(readIntAttribute(gbq, 'block_size', 0)).toBe(p.blockSize);
-      expect(readIntAttribute(gbq, 'bits', 0)).toBe(4);
+      expect(readIntAttribute(gbq, 'bits', 0)).toBe(p.bits);
       expect(readIntAttribute(gbq, 'gather_axis', -1)).toBe(0);
       expect(readIntAttribute(gbq, 'quantize_axis', -1)).toBe(1);
       const mm = r.init.graph.node.find((n) => n.opType === 'MatMulNBits')!;
@@ -121,7 +122,7 @@ describe('Gather -> GatherBlockQuantized over the tied lm_head\'s int4 table', (
       // range only when both name it the same way; a model directory's two decoders share one
       // source file, hence one task (quantize/model-dir.test.ts checks that case).
       if (share === 'range') expect(stepTable).toEqual(rows);
-      expect(dimsOf(init(r.init, gbq.input[0]))).toEqual([V, Math.ceil(H / p.blockSize) * p.blockSize / 2]);
+      expect(dimsOf(init(r.init, gbq.input[0]))).toEqual([V, Math.ceil(H / p.blockSize) * p.blockSize * p.bits / 8]);
 
       // Hash check: the table's bytes occur once among the data file's tensors, and the file holds
       // nothing but the distinct tensors both graphs name (B, scales, zero points).

@@ -26,6 +26,12 @@ describe('quantisation recipes', () => {
     // A float component of the preset turned on takes the base spec.
     expect(resolveRecipe('decoders', { encoder: 'int4,block=32' }).encoder).toEqual({ ...q4, blockSize: 32 });
     expect(resolveRecipe('decoders', { embedding: 'int4' }).embedding).toEqual({ ...q4, accuracyLevel: 0 });
+    // --bits 8: the whole preset's lookup is int8 like its head, and still shares the table.
+    const w8 = presetRecipe('whole', { bits: 8, blockSize: 64, accuracyLevel: 4, symmetric: false });
+    expect(w8.embedding).toEqual({ ...q4, precision: 'int8', accuracyLevel: 0 });
+    expect(sharesTable(w8, true)).toBe(true);
+    expect(recipeEmbedding(w8)?.params.bits).toBe(8);
+    expect(sharesTable(resolveRecipe('whole', { embedding: 'int8' }), true)).toBe(false);
   });
 
   const bad: [string, string, Record<string, string>, string][] = [
@@ -36,7 +42,6 @@ describe('quantisation recipes', () => {
     ['accuracy level 5', 'whole', { encoder: 'int8,al=5' }, '--encoder int8,al=5: accuracy level must be 0..4, got 5'],
     ['settings on fp32', 'whole', { encoder: 'fp32,block=64' }, '--encoder fp32,block=64: fp32 takes no block, accuracy level or symmetry'],
     ['a float decoder', 'decoders', { decoder: 'fp32' }, '--decoder fp32: a quantised variant quantises the decoder (the float export is the fp32 variant)'],
-    ['an int8 lookup', 'whole', { embedding: 'int8' }, '--embedding int8: the token lookup is fp32 or int4 (GatherBlockQuantized)'],
   ];
   for (const [what, preset, overrides, message] of bad) {
     it(`refuses ${what} in one line`, () => {

@@ -16,7 +16,7 @@ import type { GatherQuantizeOptions } from './gather-block-quantized.js';
  * Each is fp32, or int4/int8 round-to-nearest with a block size, an accuracy level and
  * (a)symmetry. Presets: `decoders` (decoder + lm_head, encoder and lookup float; the recipe
  * quantize had before presets) and `whole` (every component int4; the lookup shares the lm_head's
- * table). Per-component specs override a preset.
+ * table; int8 lookup and head with --bits 8). Per-component specs override a preset.
  */
 
 export const COMPONENTS = ['encoder', 'decoder', 'embedding', 'lm_head'] as const;
@@ -45,8 +45,8 @@ export function presetRecipe(preset: PresetName, base: BaseSpec = BASE_DEFAULTS)
   const q: QuantizedSpec = { precision: base.bits === 4 ? 'int4' : 'int8', blockSize: base.blockSize, accuracyLevel: base.accuracyLevel, symmetric: base.symmetric };
   const fp32: ComponentSpec = { precision: 'fp32' };
   if (preset === 'decoders') return { preset, encoder: fp32, decoder: q, embedding: fp32, lm_head: q };
-  // The lookup is int4 (GatherBlockQuantized's CPU kernel); with an int4 lm_head it is the same table.
-  return { preset, encoder: q, decoder: q, embedding: { ...q, precision: 'int4', accuracyLevel: 0 }, lm_head: q };
+  // The lookup rounds as the lm_head does, so with a tied head it reads the same table (no accuracy level: GatherBlockQuantized has none).
+  return { preset, encoder: q, decoder: q, embedding: { ...q, accuracyLevel: 0 }, lm_head: q };
 }
 
 export function parsePreset(name: string): PresetName {
@@ -105,9 +105,6 @@ export function resolveRecipe(preset: PresetName, overrides: Readonly<Record<str
     if (c === 'decoder') {
       if (spec.precision === 'fp32') throw new UserError(`${flag} ${text}: a quantised variant quantises the decoder (the float export is the fp32 variant)`);
       recipe.decoder = spec;
-    } else if (c === 'embedding') {
-      if (spec.precision === 'int8') throw new UserError(`${flag} ${text}: the token lookup is fp32 or int4 (GatherBlockQuantized)`);
-      recipe.embedding = spec;
     } else recipe[c] = spec;
   }
   const plain = presetRecipe(preset, base);
@@ -181,7 +178,7 @@ export function recipeSelector(r: Recipe): NBitsSelector {
 export function recipeEmbedding(r: Recipe, share?: GatherQuantizeOptions['share']): GatherQuantizeOptions | null {
   const e = r.embedding;
   if (e.precision === 'fp32') return null;
-  return { params: { bits: 4, blockSize: e.blockSize, symmetric: e.symmetric }, tables: (name) => name === EMBED_TOKENS, ...(share ? { share } : {}) };
+  return { params: { bits: e.precision === 'int4' ? 4 : 8, blockSize: e.blockSize, symmetric: e.symmetric }, tables: (name) => name === EMBED_TOKENS, ...(share ? { share } : {}) };
 }
 
 /**
@@ -191,5 +188,5 @@ export function recipeEmbedding(r: Recipe, share?: GatherQuantizeOptions['share'
 export function sharesTable(r: Recipe, tied: boolean): boolean {
   const e = r.embedding;
   const h = r.lm_head;
-  return tied && e.precision === 'int4' && h.precision === 'int4' && e.blockSize === h.blockSize && e.symmetric === h.symmetric;
+  return tied && e.precision !== 'fp32' && h.precision === e.precision && e.blockSize === h.blockSize && e.symmetric === h.symmetric;
 }
