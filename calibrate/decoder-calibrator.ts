@@ -1,13 +1,12 @@
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { UserError } from '../common/errors.js';
 import type { OutputConfig } from '../model-dir/config.js';
 import { loadModel } from '../common/onnx/index.js';
 import { endsInRepeatedCycle, type Prompt } from '../runtime/prompt.js';
 import { EmbeddingTable } from '../runtime/session.js';
-import { ActivationStats } from './activation-stats.js';
 import type { NormStats } from './stats-file.js';
-import { openTappedSession, type Tap, type TappedSession } from './tapped-session.js';
+import { TapStats } from './tap-stats.js';
+import { openTappedSession, type TappedSession } from './tapped-session.js';
 import { EMBED_TOKENS_BIN, graphFileName } from '../model-dir/files.js';
 
 /**
@@ -27,8 +26,7 @@ export interface PassCounts {
 }
 
 export class DecoderCalibrator {
-  private readonly stats: ActivationStats;
-  private readonly linears = new Map<string, Set<string>>();
+  private readonly stats: TapStats;
 
   private constructor(
     private readonly config: OutputConfig,
@@ -36,16 +34,7 @@ export class DecoderCalibrator {
     private readonly step: TappedSession,
     private readonly embeddings: EmbeddingTable,
   ) {
-    const channels = new Map<string, number>();
-    for (const t of [...init.taps, ...step.taps]) {
-      const seen = channels.get(t.key);
-      if (seen !== undefined && seen !== t.channels) throw new UserError(`norm ${t.key} has ${seen} channels in one decoder graph and ${t.channels} in the other`);
-      channels.set(t.key, t.channels);
-      const set = this.linears.get(t.key) ?? new Set<string>();
-      for (const l of t.linears) set.add(l);
-      this.linears.set(t.key, set);
-    }
-    this.stats = new ActivationStats(channels);
+    this.stats = new TapStats([init.taps, step.taps]);
   }
 
   static async open(modelDir: string, config: OutputConfig, opts: { threads?: number } = {}): Promise<DecoderCalibrator> {
@@ -72,7 +61,7 @@ export class DecoderCalibrator {
       audio_features: audioFeatures,
       audio_offset: int64([prompt.audioOffset], [1]),
     });
-    this.accumulate(out, this.init.taps);
+    this.stats.add(out, this.init.taps);
     const tokens: number[] = [];
     let decodePositions = 0;
     for (let n = 0; n < maxNewTokens; n++) {
@@ -86,7 +75,7 @@ export class DecoderCalibrator {
         past_keys: out.present_keys,
         past_values: out.present_values,
       });
-      this.accumulate(out, this.step.taps);
+      this.stats.add(out, this.step.taps);
       decodePositions += 1;
     }
     return { prefillPositions: S, decodePositions, tokens };
@@ -94,26 +83,11 @@ export class DecoderCalibrator {
 
   /** Per norm: the linears it feeds, positions seen and mean |activation| per channel. */
   normStats(): Record<string, NormStats> {
-    const out: Record<string, NormStats> = {};
-    for (const key of this.stats.keys()) {
-      const m = this.stats.means(key);
-      if (m.positions === 0) throw new UserError(`norm ${key}: no positions were recorded (no calibration audio?)`);
-      out[key] = { linears: [...this.linears.get(key)!].sort(), positions: m.positions, mean_abs: Array.from(m.meanAbs) };
-    }
-    return out;
+    return this.stats.normStats();
   }
 
   async release(): Promise<void> {
     await Promise.all([this.init.session.release(), this.step.session.release(), this.embeddings.close()]);
-  }
-
-  private accumulate(out: ort.InferenceSession.OnnxValueMapType, taps: Tap[]): void {
-    for (const t of taps) {
-      const v = out[t.value];
-      if (!v || v.type !== 'float32') throw new Error(`tap ${t.value} missing from the outputs or not float32`);
-      if (v.dims[v.dims.length - 1] !== t.channels) throw new Error(`tap ${t.value}: last dim ${v.dims[v.dims.length - 1]}, expected ${t.channels}`);
-      this.stats.add(t.key, v.data as Float32Array);
-    }
   }
 }
 
