@@ -6,15 +6,18 @@ import { silentProgress, type Progress } from '../common/progress.js';
 import { buildPrompt } from '../runtime/prompt.js';
 import { Tokenizer } from '../runtime/tokenizer.js';
 import { AudioEncoder } from './audio-features.js';
-import { DecoderCalibrator } from './decoder-calibrator.js';
+import { DecoderCalibrator, type PassCounts } from './decoder-calibrator.js';
 import { modelIdentity } from './model-identity.js';
-import { STATS_FORMAT, STATS_VERSION, writeStatsFile, type CalibrationFileRecord, type StatsFile } from './stats-file.js';
-import { readModelConfig } from '../model-dir/config.js';
+import { SherpaCalibrator } from './sherpa-calibrator.js';
+import { STATS_FORMAT, STATS_VERSION, writeStatsFile, type CalibrationFileRecord, type NormStats, type StatsFile } from './stats-file.js';
+import { readModelConfig, type OutputConfig } from '../model-dir/config.js';
+import { detectLayout } from '../model-dir/layout.js';
 import { loadAudio } from '../runtime/audio.js';
 
 /**
  * `calibrate`: runs the float model of a model directory on calibration audio
- * (encoder -> decoder_init -> greedy decoder_step, as a consumer would) and writes stats.json
+ * (encoder -> decoder_init -> greedy decoder_step, as a consumer would; on a sherpa-onnx layout
+ * directory conv_frontend -> encoder -> decoder, sherpa-calibrator.ts) and writes stats.json
  * with the mean |activation| per channel of every norm output that feeds quantised linears.
  * Nothing in the model directory is written.
  */
@@ -48,21 +51,20 @@ export async function calibrateModelDir(opts: CalibrateOptions): Promise<Calibra
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new UserError(`--max-new-tokens must be a non-negative integer, got ${maxNewTokens}`);
   const files = await listAudioFiles(opts.audio);
   await assertAudioReadable(files);
+  const layout = await detectLayout(modelDir);
   const { config } = await readModelConfig(modelDir);
   const identity = await modelIdentity(modelDir);
-  const tokenizer = await Tokenizer.load(modelDir);
-  const encoder = await AudioEncoder.open(modelDir, config.decoder.hidden_size, { threads: opts.threads });
-  let calibrator: DecoderCalibrator | undefined;
+  let calibrator: FileCalibrator | undefined;
   try {
-    calibrator = await DecoderCalibrator.open(modelDir, config, { threads: opts.threads });
+    calibrator = layout === 'sherpa-onnx'
+      ? await SherpaCalibrator.open(modelDir, { threads: opts.threads })
+      : await openSplitCalibrator(modelDir, config, { threads: opts.threads });
     const records: CalibrationFileRecord[] = [];
     for (const [i, file] of files.entries()) {
       progress.update(`calibrating ${basename(file.path)}`, i, files.length);
-      const { features, audioTokens } = await encoder.encodeFile(file.path);
-      const prompt = buildPrompt(tokenizer, { audioTokens });
-      const pass = await calibrator.run(prompt, features, maxNewTokens);
+      const pass = await calibrator.calibrateFile(file.path, maxNewTokens);
       records.push({
-        name: file.name, sha256: await sha256File(file.path), audio_tokens: audioTokens,
+        name: file.name, sha256: await sha256File(file.path), audio_tokens: pass.audioTokens,
         prefill_positions: pass.prefillPositions, decode_positions: pass.decodePositions,
       });
       progress.update(`calibrating ${basename(file.path)}`, i + 1, files.length);
@@ -89,8 +91,36 @@ export async function calibrateModelDir(opts: CalibrateOptions): Promise<Calibra
   } finally {
     progress.finish();
     await calibrator?.release();
-    await encoder.release();
   }
+}
+
+/** One layout's model run on one calibration file at a time, accumulating its decoder's taps. */
+interface FileCalibrator {
+  calibrateFile(path: string, maxNewTokens: number): Promise<PassCounts & { audioTokens: number }>;
+  normStats(): Record<string, NormStats>;
+  release(): Promise<void>;
+}
+
+/** The split layout: encoder.onnx, then decoder_init + greedy decoder_step on tapped copies. */
+async function openSplitCalibrator(modelDir: string, config: OutputConfig, opts: { threads?: number }): Promise<FileCalibrator> {
+  const tokenizer = await Tokenizer.load(modelDir);
+  const encoder = await AudioEncoder.open(modelDir, config.decoder.hidden_size, opts);
+  let decoder: DecoderCalibrator;
+  try {
+    decoder = await DecoderCalibrator.open(modelDir, config, opts);
+  } catch (err) {
+    await encoder.release();
+    throw err;
+  }
+  return {
+    async calibrateFile(path, maxNewTokens) {
+      const { features, audioTokens } = await encoder.encodeFile(path);
+      const prompt = buildPrompt(tokenizer, { audioTokens });
+      return { audioTokens, ...(await decoder.run(prompt, features, maxNewTokens)) };
+    },
+    normStats: () => decoder.normStats(),
+    release: async () => { await decoder.release(); await encoder.release(); },
+  };
 }
 
 /**

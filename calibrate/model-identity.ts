@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { UserError, fsError } from '../common/errors.js';
 import { CONFIG_FILE, graphFileName, weightsFileName } from '../model-dir/files.js';
+import { detectLayout, sherpaGraphFileName, sherpaWeightsFileName } from '../model-dir/layout.js';
 
 /**
  * A stable identity of the float decoder of a model directory, recorded in stats.json so
@@ -20,23 +21,49 @@ import { CONFIG_FILE, graphFileName, weightsFileName } from '../model-dir/files.
  *   at the start, its final layers at the end, and every sampled weight in between).
  * That is what the stats can be wrong about. A mismatch never risks a wrong float model anyway:
  * smoothing is exact for any positive scales; stale statistics only make it less useful.
+ *
+ * A sherpa-onnx layout directory (model-dir/layout.ts) has one decoder graph, decoder.onnx over
+ * decoder.data: its identity says `"layout": "sherpa-onnx"` and hashes that graph in
+ * decoder_sha256 (the split identity has no layout key, as stats files before the layout had).
  */
 
-export const ModelIdentitySchema = z.strictObject({
-  config_sha256: z.string().regex(/^[0-9a-f]{64}$/),
-  decoder_init_sha256: z.string().regex(/^[0-9a-f]{64}$/),
-  decoder_step_sha256: z.string().regex(/^[0-9a-f]{64}$/),
+const SHA256 = z.string().regex(/^[0-9a-f]{64}$/);
+
+export const SplitModelIdentitySchema = z.strictObject({
+  config_sha256: SHA256,
+  decoder_init_sha256: SHA256,
+  decoder_step_sha256: SHA256,
   decoder_weights_bytes: z.number().int().nonnegative(),
-  decoder_weights_sample_sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  decoder_weights_sample_sha256: SHA256,
 });
 
-export type ModelIdentity = z.infer<typeof ModelIdentitySchema>;
+export const SherpaModelIdentitySchema = z.strictObject({
+  layout: z.literal('sherpa-onnx'),
+  config_sha256: SHA256,
+  decoder_sha256: SHA256,
+  decoder_weights_bytes: z.number().int().nonnegative(),
+  decoder_weights_sample_sha256: SHA256,
+});
+
+export const ModelIdentitySchema = z.union([SplitModelIdentitySchema, SherpaModelIdentitySchema]);
+
+export type SplitModelIdentity = z.infer<typeof SplitModelIdentitySchema>;
+export type SherpaModelIdentity = z.infer<typeof SherpaModelIdentitySchema>;
+export type ModelIdentity = SplitModelIdentity | SherpaModelIdentity;
 
 const EDGE_BYTES = 1 << 20;
 const SAMPLE_BYTES = 64 << 10;
 const SAMPLE_STRIDE = 64 << 20;
 
 export async function modelIdentity(modelDir: string): Promise<ModelIdentity> {
+  if (await detectLayout(modelDir) === 'sherpa-onnx') {
+    return {
+      layout: 'sherpa-onnx',
+      config_sha256: await configHash(join(modelDir, CONFIG_FILE)),
+      decoder_sha256: await fileHash(join(modelDir, sherpaGraphFileName('decoder'))),
+      ...(await sampledHash(join(modelDir, sherpaWeightsFileName('decoder')))),
+    };
+  }
   return {
     config_sha256: await configHash(join(modelDir, CONFIG_FILE)),
     decoder_init_sha256: await fileHash(join(modelDir, graphFileName('decoder_init'))),
@@ -45,17 +72,29 @@ export async function modelIdentity(modelDir: string): Promise<ModelIdentity> {
   };
 }
 
+function layoutOf(identity: ModelIdentity): string {
+  return 'layout' in identity ? identity.layout : 'split';
+}
+
 /** The first field where two identities differ, as a readable phrase; null when equal. */
 export function identityDifference(recorded: ModelIdentity, actual: ModelIdentity): string | null {
-  const fields: [keyof ModelIdentity, string][] = [
+  if (layoutOf(recorded) !== layoutOf(actual)) {
+    return `the statistics are of a ${layoutOf(recorded)} layout model directory, this is a ${layoutOf(actual)} layout one`;
+  }
+  const sherpa = 'layout' in actual;
+  const data = sherpa ? sherpaWeightsFileName('decoder') : weightsFileName('decoder');
+  const fields: [string, string][] = [
     ['config_sha256', CONFIG_FILE],
-    ['decoder_init_sha256', graphFileName('decoder_init')],
-    ['decoder_step_sha256', graphFileName('decoder_step')],
-    ['decoder_weights_bytes', `${weightsFileName('decoder')} size`],
-    ['decoder_weights_sample_sha256', `${weightsFileName('decoder')} contents`],
+    ...(sherpa
+      ? [['decoder_sha256', sherpaGraphFileName('decoder')] as [string, string]]
+      : [['decoder_init_sha256', graphFileName('decoder_init')], ['decoder_step_sha256', graphFileName('decoder_step')]] as [string, string][]),
+    ['decoder_weights_bytes', `${data} size`],
+    ['decoder_weights_sample_sha256', `${data} contents`],
   ];
+  const r = recorded as Record<string, string | number>;
+  const a = actual as Record<string, string | number>;
   for (const [field, what] of fields) {
-    if (recorded[field] !== actual[field]) return `${what} differs (${short(recorded[field])} recorded, ${short(actual[field])} here)`;
+    if (r[field] !== a[field]) return `${what} differs (${short(r[field])} recorded, ${short(a[field])} here)`;
   }
   return null;
 }
@@ -102,7 +141,7 @@ async function fileHash(path: string): Promise<string> {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-async function sampledHash(path: string): Promise<Pick<ModelIdentity, 'decoder_weights_bytes' | 'decoder_weights_sample_sha256'>> {
+async function sampledHash(path: string): Promise<Pick<SplitModelIdentity, 'decoder_weights_bytes' | 'decoder_weights_sample_sha256'>> {
   let fh;
   try {
     fh = await open(path, 'r');

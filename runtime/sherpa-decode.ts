@@ -113,16 +113,19 @@ export function cacheFeeds(model: SherpaAsrModel, rows: number): Record<string, 
  * One decoder call: `ids` at positions position.., the audio features and the cache tensors fed
  * as they are; the returned deltas written into the cache buffers at those rows. Returns the
  * last position's logits (a view of the output, valid until the next call).
+ * `via.session` runs another session of the same decoder graph (calibrate's tapped copy, whose
+ * extra outputs `via.onOutputs` sees) in place of model.decoder.
  */
 export async function decoderCall(
   model: SherpaAsrModel, audio: ort.Tensor, kvFeeds: Record<string, ort.Tensor>, ids: BigInt64Array, position: number,
+  via: { session?: ort.InferenceSession; onOutputs?: (out: ort.InferenceSession.OnnxValueMapType) => void } = {},
 ): Promise<Float32Array> {
   const { io, cache } = model;
   const path = model.files.decoder;
   const n = ids.length;
   const positions = new BigInt64Array(n);
   for (let i = 0; i < n; i += 1) positions[i] = BigInt(position + i);
-  const out = await model.decoder.run({
+  const out = await (via.session ?? model.decoder).run({
     [io.inputIds]: new ort.Tensor('int64', ids, [1, n]),
     [io.audioFeatures]: audio,
     [io.attentionMask]: new ort.Tensor('int64', new BigInt64Array(n).fill(1n), [1, n]),
@@ -140,6 +143,7 @@ export async function decoderCall(
     if (key.dims[1] !== n || value.dims[1] !== n) throw new UserError(`${path}: ${k} has shape [${key.dims.join(', ')}], expected [1, ${n}, ${cache.kvHeads}, ${cache.headDim}]`);
     cache.write(l, position, key.data as Float32Array, value.data as Float32Array);
   });
+  via.onOutputs?.(out);
   return (logits.data as Float32Array).subarray((n - 1) * vocab, n * vocab);
 }
 
