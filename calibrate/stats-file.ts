@@ -13,7 +13,8 @@ import { validateAlpha } from '../quantize/awq-scales.js';
  *
  * {
  *   "format": "qwen3-onnx-activation-stats", "version": 1,
- *   "model": { config_sha256, decoder_init_sha256, ... },          (model-identity.ts)
+ *   "model": { config_sha256, decoder_init_sha256, ... },          (model-identity.ts; a sherpa-onnx
+ *            layout directory's: { "layout": "sherpa-onnx", config_sha256, decoder_sha256, ... })
  *   "calibration": { "max_new_tokens": 64, "prefill_positions": .., "decode_positions": ..,
  *                    "files": [{ "name", "sha256", "audio_tokens", "prefill_positions", "decode_positions" }] },
  *   "norms": { "<norm weight name>": { "linears": [weight names], "positions": n, "mean_abs": [C numbers] } }
