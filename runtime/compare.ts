@@ -174,16 +174,7 @@ export async function compareVariants(opts: CompareOptions): Promise<CompareRepo
   try {
     for (let first = 0; first < opts.files.length; first += groupSize) {
       progress.update('compare files', first, opts.files.length);
-      const group: Audio[] = [];
-      for (const file of opts.files.slice(first, first + groupSize)) {
-        try {
-          group.push({ file, mel: logMelSpectrogram((await loadAudio(file)).samples) });
-        } catch (err) {
-          if (!(err instanceof UserError)) throw err;
-          fileErrors.push({ file, message: err.message });
-          opts.onFileError?.(file, err.message);
-        }
-      }
+      const group = await loadAudioGroup(opts.files.slice(first, first + groupSize), fileErrors, opts.onFileError);
       if (group.length === 0) continue;
       const runs = await runBaseline(ctx, graphs[0], tokenizer, group, opts);
       for (const [ci, candidate] of graphs.slice(1).entries()) perCandidate[ci].push(...await runCandidate(ctx, candidate, runs));
@@ -233,7 +224,27 @@ async function variantGraphs(modelDir: string, variant: Variant, threads: number
 
 interface StageContext { config: OutputConfig; open: OpenGraph; maxNewTokens: number }
 
-interface Audio { file: string; mel: LogMel }
+export interface Audio { file: string; mel: LogMel }
+
+/**
+ * The log-mels of one group of files; a file that cannot be read is recorded in `fileErrors` (and
+ * reported through `onFileError`) and left out, so the rest are still compared.
+ */
+export async function loadAudioGroup(
+  files: readonly string[], fileErrors: FileError[], onFileError?: (file: string, message: string) => void,
+): Promise<Audio[]> {
+  const group: Audio[] = [];
+  for (const file of files) {
+    try {
+      group.push({ file, mel: logMelSpectrogram((await loadAudio(file)).samples) });
+    } catch (err) {
+      if (!(err instanceof UserError)) throw err;
+      fileErrors.push({ file, message: err.message });
+      onFileError?.(file, err.message);
+    }
+  }
+  return group;
+}
 
 interface BaselineRun extends Audio {
   prompt: Prompt;

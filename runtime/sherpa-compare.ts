@@ -2,8 +2,8 @@ import { silentProgress } from '../common/progress.js';
 import { UserError } from '../common/errors.js';
 import { loadAudio } from './audio.js';
 import {
-  BASELINE_BUDGET, cosineSimilarity, summariseFile, summariseVariant,
-  type CompareOptions, type CompareReport, type FileComparison, type FileError, type StepMetrics,
+  BASELINE_BUDGET, cosineSimilarity, loadAudioGroup, summariseFile, summariseVariant,
+  type Audio, type CompareOptions, type CompareReport, type FileComparison, type FileError, type StepMetrics,
 } from './compare.js';
 import { DEFAULT_MAX_NEW_TOKENS } from './decode.js';
 import { logMelSpectrogram, type LogMel } from './mel.js';
@@ -27,7 +27,6 @@ function argmax(x: Float32Array): number {
   return best;
 }
 
-interface Audio { file: string; mel: LogMel }
 interface BaselineRun extends Audio { prompt: Prompt; tokens: number[]; logits: Float32Array[] }
 
 async function withModel<T>(opts: CompareOptions, variant: string, use: (m: SherpaAsrModel) => Promise<T>): Promise<T> {
@@ -51,16 +50,7 @@ export async function compareSherpaVariants(opts: CompareOptions): Promise<Compa
   try {
     for (let first = 0; first < opts.files.length; first += groupSize) {
       progress.update('compare files', first, opts.files.length);
-      const group: Audio[] = [];
-      for (const file of opts.files.slice(first, first + groupSize)) {
-        try {
-          group.push({ file, mel: logMelSpectrogram((await loadAudio(file)).samples) });
-        } catch (err) {
-          if (!(err instanceof UserError)) throw err;
-          fileErrors.push({ file, message: err.message });
-          opts.onFileError?.(file, err.message);
-        }
-      }
+      const group = await loadAudioGroup(opts.files.slice(first, first + groupSize), fileErrors, opts.onFileError);
       if (group.length === 0) continue;
       const runs = await withModel(opts, baseline, async (m) => {
         const out: BaselineRun[] = [];
