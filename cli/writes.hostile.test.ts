@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { chmod, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -259,11 +259,15 @@ describe('interrupts clean up; kills are swept by the next run', () => {
     await cp(model, dir, { recursive: true });
     const lockFile = join(dir, '.qwen3-onnx.lock');
     let second: Promise<CliRun> | undefined;
+    // The first run is stopped (SIGSTOP) while it holds the lock and resumed once the second has
+    // ended: on a fast machine a tiny quantize would otherwise finish before the second one starts.
     const first = await runCliAndKill(['quantize', '--model-dir', dir, '--threads', '1', '--quiet'], {
-      signal: 'SIGCONT', // harmless: this "kill" only marks the moment the second run starts
+      signal: 'SIGSTOP',
       when: () => {
         if (second || !existsSync(lockFile)) return false;
-        second = runCli(['quantize', '--model-dir', dir, '--bits', '8', '--quiet']);
+        const holder = Number(readFileSync(lockFile, 'utf8').trim());
+        if (!Number.isInteger(holder) || holder <= 0) return false;
+        second = runCli(['quantize', '--model-dir', dir, '--bits', '8', '--quiet']).finally(() => process.kill(holder, 'SIGCONT'));
         return true;
       },
     });
