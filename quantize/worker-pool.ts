@@ -132,6 +132,11 @@ export class RtnWorkerPool {
   async close(): Promise<void> {
     this.closed = true;
     for (const p of this.queue.splice(0)) p.reject(new Error('worker pool closed'));
+    for (const [w, p] of this.running) { p.reject(new Error('worker pool closed')); this.running.delete(w); }
+    // Idle workers are unref'd; an unref'd worker's terminate() does not keep the event loop alive,
+    // so without ref() the process could run out of work while awaiting it and exit with Node's
+    // "unsettled top-level await" code 13 (seen once in CI on the NaN-weight error path).
+    for (const w of this.workers) w.ref();
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }
