@@ -1,8 +1,8 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../common/errors.js';
-import { settleModelDir } from '../model-dir/files.js';
-import { SHERPA_TOKENIZER_DIR, SHERPA_TOKENIZER_FILES, sherpaGraphFileName } from '../model-dir/layout.js';
+import { graphFileFor, settleModelDir } from '../model-dir/files.js';
+import { SHERPA_TOKENIZER_DIR, SHERPA_TOKENIZER_FILES, type SherpaGraphName } from '../model-dir/layout.js';
 
 /**
  * The graph and tokenizer files of a sherpa-onnx layout model directory (shared/SHERPA-ONNX.md)
@@ -24,24 +24,16 @@ async function isFile(path: string): Promise<boolean> {
 }
 
 export async function resolveSherpaFiles(dir: string, variant = 'fp32'): Promise<SherpaModelFiles> {
-  if (!/^[a-z0-9]+$/.test(variant)) throw new UserError(`--variant must be like fp32 or int4, got "${variant}"`);
   settleModelDir(dir);
-  const need = async (name: string, why: string): Promise<string> => {
-    const path = join(dir, name);
-    if (!(await isFile(path))) throw new UserError(`${dir}: ${name} is missing (${why})`);
-    return path;
-  };
-  // The encoder side (conv_frontend, encoder) is quantised only by an encoder recipe: float otherwise.
-  const encoderSide = async (graph: 'conv_frontend' | 'encoder'): Promise<string> => {
-    const own = join(dir, sherpaGraphFileName(graph, variant));
-    return (await isFile(own)) ? own : need(sherpaGraphFileName(graph), 'not a sherpa-onnx layout model directory?');
-  };
-  const convFrontend = await encoderSide('conv_frontend');
-  const encoder = await encoderSide('encoder');
-  const decoder = variant === 'fp32'
-    ? await need(sherpaGraphFileName('decoder'), 'not a sherpa-onnx layout model directory?')
-    : await need(sherpaGraphFileName('decoder', variant), `variant ${variant}: run quantize first`);
+  // Which graph file a variant loads is the layout's rule (model-dir/files.ts graphFileFor).
+  const graph = async (name: SherpaGraphName): Promise<string> => join(dir, await graphFileFor(dir, name, variant, 'sherpa-onnx'));
+  const convFrontend = await graph('conv_frontend');
+  const encoder = await graph('encoder');
+  const decoder = await graph('decoder');
   const tokenizerDir = join(dir, SHERPA_TOKENIZER_DIR);
-  for (const f of SHERPA_TOKENIZER_FILES) await need(join(SHERPA_TOKENIZER_DIR, f), 'sherpa-onnx reads the tokenizer from there');
+  for (const f of SHERPA_TOKENIZER_FILES) {
+    const name = join(SHERPA_TOKENIZER_DIR, f);
+    if (!(await isFile(join(dir, name)))) throw new UserError(`${dir}: ${name} is missing (sherpa-onnx reads the tokenizer from there)`);
+  }
   return { convFrontend, encoder, decoder, tokenizerDir };
 }

@@ -289,7 +289,7 @@ describe('bad model directories: one line naming the file, before any audio', ()
     const copy = await copyModel('no-decoder');
     await rm(join(copy, 'decoder.onnx'));
     await expect(SherpaAsrModel.load(copy)).rejects.toThrow(/decoder\.onnx is missing/);
-    await expect(SherpaAsrModel.load(dir, { variant: 'int8' })).rejects.toThrow(/decoder\.int8\.onnx is missing \(variant int8: run quantize first\)/);
+    await expect(SherpaAsrModel.load(dir, { variant: 'int8' })).rejects.toThrow(/variant int8 has no decoder\.int8\.onnx \(run quantize first\)/);
   });
 
   it('a decoder whose input count does not match config.json layers', async () => {
