@@ -8,7 +8,7 @@ import { describeZodError } from '../checkpoint/config.js';
 import { alignerGraphFileName, alignerWeightsFileName } from '../model-dir/aligner.js';
 import { OutputConfigSchema } from '../model-dir/config.js';
 import { CONFIG_FILE } from '../model-dir/files.js';
-import type { QuantizeDirOptions, QuantizeDirResult } from './model-dir.js';
+import { assertExcludesMatched, configWithRecipe, type QuantizeDirOptions, type QuantizeDirResult } from './model-dir.js';
 import {
   embeddingSpecName, recipeEmbedding, recipeSelector, recipeVariant, resolveRecipe, specName, type Recipe,
 } from './recipe.js';
@@ -113,21 +113,8 @@ async function quantizeLocked(
         quantize: nbits, select, excludeMustMatch: false, threads: o.threads, progress: o.progress,
       });
     }
-    const graphs = [...report.graphs, ...(encoder?.graphs ?? [])];
-    o.exclude.forEach((pattern, i) => {
-      if (!graphs.some((g) => (g.quantization?.excludeHits[i] ?? 0) > 0)) {
-        throw new UserError(`--exclude ${pattern} matches no quantisable MatMul/Gemm node or weight name`);
-      }
-    });
-
-    // int4 keys are bare, other variants suffixed; this run's recipe replaces its variant's entries.
-    const previous = (raw.quantization && typeof raw.quantization === 'object' ? raw.quantization : {}) as Record<string, string>;
-    const ofVariant = (k: string): boolean => (variant === 'int4' ? !k.includes('.') : k.endsWith(`.${variant}`));
-    const merged: Record<string, string> = Object.fromEntries(Object.entries(previous).filter(([k]) => !ofVariant(k)));
-    for (const [k, v] of Object.entries(stated)) merged[variant === 'int4' ? k : `${k}.${variant}`] = v;
-    raw.quantization = Object.fromEntries(Object.keys(merged).sort().map((k) => [k, merged[k]]));
-    const text = `${JSON.stringify(raw, null, 2)}\n`;
-    if (!OutputConfigSchema.safeParse(JSON.parse(text)).success) throw new Error('config.json no longer validates after adding quantization');
+    assertExcludesMatched(o.exclude, [...report.graphs, ...(encoder?.graphs ?? [])]);
+    const text = configWithRecipe(raw, stated, variant);
     if (text !== configText) await writeFileAtomic(st.fileFor(CONFIG_FILE), text);
     await st.commit();
   } catch (err) {

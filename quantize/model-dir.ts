@@ -161,6 +161,31 @@ export function statedRecipe(
   };
 }
 
+/** An exclude pattern must match something in one of the graphs a run rewrote. */
+export function assertExcludesMatched(exclude: readonly string[], graphs: readonly TransformReport['graphs'][number][]): void {
+  exclude.forEach((pattern, i) => {
+    if (!graphs.some((g) => (g.quantization?.excludeHits[i] ?? 0) > 0)) {
+      throw new UserError(`--exclude ${pattern} matches no quantisable MatMul/Gemm node or weight name`);
+    }
+  });
+}
+
+/**
+ * config.json's text with `stated` as `variant`'s recipe: int4 keys are the bare names (CONTRACT.md),
+ * other widths name their variant; this run's recipe replaces every entry of its variant (one recipe
+ * per variant). Keys sorted; the result is validated.
+ */
+export function configWithRecipe(raw: Record<string, unknown>, stated: Record<string, string>, variant: string): string {
+  const previous = (raw.quantization && typeof raw.quantization === 'object' ? raw.quantization : {}) as Record<string, string>;
+  const ofVariant = (k: string): boolean => (variant === 'int4' ? !k.includes('.') : k.endsWith(`.${variant}`));
+  const merged: Record<string, string> = Object.fromEntries(Object.entries(previous).filter(([k]) => !ofVariant(k)));
+  for (const [k, v] of Object.entries(stated)) merged[variant === 'int4' ? k : `${k}.${variant}`] = v;
+  raw.quantization = Object.fromEntries(Object.keys(merged).sort().map((k) => [k, merged[k]]));
+  const text = `${JSON.stringify(raw, null, 2)}\n`;
+  if (!OutputConfigSchema.safeParse(JSON.parse(text)).success) throw new Error('config.json no longer validates after adding quantization');
+  return text;
+}
+
 async function quantizeLocked(o: QuantizeDirOptions, dir: string, variant: string, configPath: string): Promise<QuantizeDirResult> {
   const { configText, raw } = await readConfig(configPath);
   const components = recipeOf(o);
@@ -227,23 +252,8 @@ async function quantizeLocked(o: QuantizeDirOptions, dir: string, variant: strin
         }));
       }
     }
-    // An exclude pattern must match something in one of the graphs.
-    o.exclude.forEach((pattern, i) => {
-      const graphs = [...report.graphs, ...encoderReports.flatMap((r) => r.graphs)];
-      if (!graphs.some((g) => (g.quantization?.excludeHits[i] ?? 0) > 0)) {
-        throw new UserError(`--exclude ${pattern} matches no quantisable MatMul/Gemm node or weight name`);
-      }
-    });
-
-    const previous = (raw.quantization && typeof raw.quantization === 'object' ? raw.quantization : {}) as Record<string, string>;
-    // int4 keys are the bare names (CONTRACT.md); other widths name their variant. This run's
-    // recipe replaces every entry of its variant (one recipe per variant).
-    const ofVariant = (k: string): boolean => (variant === 'int4' ? !k.includes('.') : k.endsWith(`.${variant}`));
-    const merged: Record<string, string> = Object.fromEntries(Object.entries(previous).filter(([k]) => !ofVariant(k)));
-    for (const [k, v] of Object.entries(stated)) merged[variant === 'int4' ? k : `${k}.${variant}`] = v;
-    raw.quantization = Object.fromEntries(Object.keys(merged).sort().map((k) => [k, merged[k]]));
-    const text = `${JSON.stringify(raw, null, 2)}\n`;
-    if (!OutputConfigSchema.safeParse(JSON.parse(text)).success) throw new Error('config.json no longer validates after adding quantization');
+    assertExcludesMatched(o.exclude, [...report.graphs, ...encoderReports.flatMap((r) => r.graphs)]);
+    const text = configWithRecipe(raw, stated, variant);
     if (text !== configText) await writeFileAtomic(staged.fileFor(CONFIG_FILE), text);
     await staged.commit();
     // Report where the files are now, not where they were staged.
