@@ -100,9 +100,19 @@ export async function readModelConfig(dir: string): Promise<{ path: string; text
   const path = join(dir, CONFIG_FILE);
   let text: string;
   try { text = await readFile(path, 'utf8'); } catch (err) { throw fsError('cannot read', path, err); }
+  // transcribe, compare and calibrate read an ASR directory here: an aligner's config parses too, and
+  // would only fail later on a missing decoder_init.onnx.
+  if (declaresForcedAligner(text)) {
+    throw new UserError(`${dir} is a forced-aligner directory (config.json model_kind "forced_aligner"), not a Qwen3-ASR model; use it with align --model-dir, or transcribe --timestamps --aligner`);
+  }
   const config = parseJsonWith(OutputConfigSchema, text, path);
   if (config.embed_tokens_shape[1] !== config.decoder.hidden_size) {
     throw new UserError(`${path}: embed_tokens_shape [${config.embed_tokens_shape.join(', ')}] does not match decoder.hidden_size ${config.decoder.hidden_size}`);
   }
   return { path, text, config };
+}
+
+/** config.json text says model_kind "forced_aligner" (invalid JSON is left to the schema's message). */
+function declaresForcedAligner(text: string): boolean {
+  try { return (JSON.parse(text) as { model_kind?: unknown }).model_kind === 'forced_aligner'; } catch { return false; }
 }
