@@ -200,15 +200,18 @@ export function alignableWords(text: string, language: string, what = 'the trans
 }
 
 /**
- * Aligns a transcript to 16 kHz audio in one pass. Audio longer than MAX_ALIGN_CHUNK_SECONDS is
- * refused: the official code only cuts long audio on the transcribe path, where every chunk has its
- * own text; one transcript cannot be split across chunks without knowing where its words fall.
+ * The refusal of audio longer than one pass without a way to place the words: the official code
+ * only cuts long audio on the transcribe path, where every chunk has its own text; one transcript
+ * cannot be split across chunks without knowing where its words fall (align --asr finds out).
  */
+export function tooLongForOnePass(seconds: number): UserError {
+  return new UserError(`audio is ${seconds.toFixed(1)} s; align takes at most ${MAX_ALIGN_CHUNK_SECONDS} s in one pass (for longer audio give align --asr <dir>, an ASR model that finds which words fall in which chunk, or use transcribe --timestamps --aligner, which aligns each chunk's own transcription)`);
+}
+
+/** Aligns a transcript to 16 kHz audio in one pass; audio longer than MAX_ALIGN_CHUNK_SECONDS is refused (tooLongForOnePass). */
 export async function alignSamples(model: AlignerModel, samples: Float32Array, text: string, language: string): Promise<Alignment> {
   const seconds = samples.length / MODEL_SAMPLE_RATE;
-  if (seconds > MAX_ALIGN_CHUNK_SECONDS) {
-    throw new UserError(`audio is ${seconds.toFixed(1)} s; align takes at most ${MAX_ALIGN_CHUNK_SECONDS} s in one pass (for longer audio use transcribe --timestamps --aligner, which cuts it at quiet points and aligns each chunk's own text)`);
-  }
+  if (seconds > MAX_ALIGN_CHUNK_SECONDS) throw tooLongForOnePass(seconds);
   const words = alignableWords(text, language);
   return alignSegments(model, samples, [{ start: 0, end: samples.length, words }], false);
 }
