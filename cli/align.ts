@@ -86,7 +86,7 @@ export function wordFormat(opts: { srt?: boolean; vtt?: boolean; json?: boolean 
   return opts.srt ? 'srt' : opts.vtt ? 'vtt' : 'text';
 }
 
-/** --asr names an ASR model directory (either layout): checked before the audio or any model is read. */
+/** --asr names an ASR model directory (either layout): checked before any model is loaded. */
 export async function checkAsrModelDir(dir: string): Promise<void> {
   let isDir: boolean;
   try { isDir = (await stat(dir)).isDirectory(); } catch (err) { throw fsError('--asr: cannot read', dir, err); }
@@ -102,13 +102,13 @@ export async function runAlign(file: string, opts: AlignCliOptions, onWarning: (
   const language = resolveLanguage(opts.language);
   if (language === undefined) throw new UserError('--language must name the transcript\'s language (e.g. English)');
   const { text, what } = await transcriptOf(opts);
-  // Refuse a transcript with nothing to time, and wrong directories, before anything heavy is loaded.
+  // Refuse a transcript with nothing to time before anything is read, wrong directories before any model is.
   const units = alignableWords(text, language, what);
-  await readAlignerConfig(opts.modelDir);
-  if (opts.asr !== undefined) await checkAsrModelDir(opts.asr);
   const t0 = performance.now();
   const audio = await loadAudio(file);
   const audioMs = performance.now() - t0;
+  await readAlignerConfig(opts.modelDir);
+  if (opts.asr !== undefined) await checkAsrModelDir(opts.asr);
   const seconds = audio.samples.length / MODEL_SAMPLE_RATE;
   const base = { file, modelDir: opts.modelDir, variant: opts.variant, language, audioSeconds: audio.durationS, audioMs };
   if (seconds <= MAX_ALIGN_CHUNK_SECONDS) {
