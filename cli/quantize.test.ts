@@ -91,7 +91,7 @@ describe('qwen3-onnx quantize', () => {
     ['an unknown component', ['--model-dir', '.', '--recipe', 'vision=int4'], /^qwen3-onnx: error: --recipe: unknown component "vision" \(encoder, decoder, embedding, lm_head\)\n$/],
     ['3-bit weights for a component', ['--model-dir', '.', '--encoder', 'int3'], /^qwen3-onnx: error: --encoder int3: precision must be fp32, int8 or int4, got "int3"\n$/],
     ['block 0 for a component', ['--model-dir', '.', '--lm-head', 'int4,block=0'], /^qwen3-onnx: error: --lm-head int4,block=0: block must be a power of two from 16 to 256, got 0\n$/],
-    ['an unknown setting', ['--model-dir', '.', '--recipe', 'decoder=int4,group=2'], /^qwen3-onnx: error: --decoder int4,group=2: unknown setting "group=2" \(block=N, al=N, sym or asym\)\n$/],
+    ['an unknown setting', ['--model-dir', '.', '--recipe', 'decoder=int4,group=2'], /^qwen3-onnx: error: --decoder int4,group=2: unknown setting "group=2" \(block=N, al=N, sym, asym, clip or noclip\)\n$/],
     ['a float decoder', ['--model-dir', '.', '--decoder', 'fp32'], /^qwen3-onnx: error: --decoder fp32: a quantised variant quantises the decoder/],
     ['a recipe entry without =', ['--model-dir', '.', '--recipe', 'encoder'], /^qwen3-onnx: error: --recipe encoder: expected component=spec/],
   ];

@@ -27,6 +27,15 @@ import { rtnShape, type RtnParams } from './rtn.js';
  * When H is not a multiple of the block size the stored rows carry the last block's padding
  * (codes at the zero point, so they dequantise to 0); the lookup then reads blocks * block_size
  * values per row and a Slice keeps the first H.
+ *
+ * A table no MatMulNBits shares (an untied head: the forced aligner) keeps its scales in float16,
+ * half the bytes: the scales are rounded to float16 before the codes are made from them (rtn.ts
+ * `halfScales`), the lookup returns float16 rows (GatherBlockQuantized's output takes the scales'
+ * type) and a Cast widens them. The Cast runs on the looked-up rows, so nothing depends on
+ * onnxruntime folding constants (MatMulNBits cannot do this: its scales must match its float32
+ * input, and a Cast in front of them gave wrong results with graph optimisations off, entry 36).
+ *
+ *   ids ──GatherBlockQuantized(E_rows, scales_f16, zero_points)──▶ h_f16 ──Cast(float)──▶ h
  */
 
 export interface GatherQuantizeOptions {
@@ -68,16 +77,20 @@ export function quantizeEmbeddingGathers(
     const d = dimsOf(table);
     if (d.length !== 2) continue;
     const [V, H] = d;
-    const task = weightTask(registry, tensorBytes(table, loaded.path), 'NK', H, V, p, table.name);
+    const source = tensorBytes(table, loaded.path);
     const shape = rtnShape(H, V, p);
     const rowBytes = shape.nBlocks * shape.blobSize;
     const fresh = (base: string): string => uniqueName(valueNames, base);
 
     // A MatMulNBits of this graph over the same task (the tied lm_head): reuse its tensors.
-    const existing = (part: GeneratedTensor['part']): string | undefined => {
-      for (const [name, g] of generated) if (g.part === part && g.tasks.length === 1 && g.tasks[0] === task && declared.has(name)) return name;
+    const existingOf = (t: WeightTask, part: GeneratedTensor['part']): string | undefined => {
+      for (const [name, g] of generated) if (g.part === part && g.tasks.length === 1 && g.tasks[0] === t && declared.has(name)) return name;
       return undefined;
     };
+    const sharedTask = weightTask(registry, source, 'NK', H, V, p, table.name);
+    const halfScales = existingOf(sharedTask, 'B') === undefined;
+    const task = halfScales ? weightTask(registry, source, 'NK', H, V, { ...p, halfScales: true }, table.name) : sharedTask;
+    const existing = (part: GeneratedTensor['part']): string | undefined => existingOf(task, part);
     const matmulB = existing('B');
     const sharedWith = matmulB ? graph.node.find((n) => n.opType === 'MatMulNBits' && n.input[1] === matmulB)?.name ?? null : null;
     let rows = rowsFor.get(task);
@@ -90,7 +103,7 @@ export function quantizeEmbeddingGathers(
     let scales = existing('scales');
     if (!scales) {
       scales = fresh(`${table.name}_scales`);
-      declare({ name: scales, dataType: DataType.FLOAT, dims: [V, shape.nBlocks] });
+      declare({ name: scales, dataType: halfScales ? DataType.FLOAT16 : DataType.FLOAT, dims: [V, shape.nBlocks] });
       generated.set(scales, { tasks: [task], part: 'scales' });
     }
     let zeroPoints: string | undefined;
@@ -104,7 +117,8 @@ export function quantizeEmbeddingGathers(
     }
     const padded = shape.nBlocks * p.blockSize !== H;
     const out = node.output[0];
-    const lookupOut = padded ? fresh(`${out}/padded`) : out;
+    const sliceIn = padded ? fresh(`${out}/padded`) : out;
+    const lookupOut = halfScales ? fresh(`${sliceIn}/f16`) : sliceIn;
     const name = uniqueName(nodeNames, node.name ? `${node.name}_Q${p.bits}` : `GatherBlockQuantized_${out}`);
     const nodes: Node[] = [{
       name, opType: 'GatherBlockQuantized', domain: 'com.microsoft',
@@ -115,6 +129,12 @@ export function quantizeEmbeddingGathers(
         makeIntAttribute('block_size', p.blockSize), makeIntAttribute('bits', p.bits),
       ],
     }];
+    if (halfScales) {
+      nodes.push({
+        name: uniqueName(nodeNames, `${name}/Cast`), opType: 'Cast', domain: '',
+        input: [lookupOut], output: [sliceIn], attribute: [makeIntAttribute('to', DataType.FLOAT)],
+      });
+    }
     if (padded) {
       const int64 = (base: string, v: number): string => {
         const n = fresh(`${name}/${base}`);
@@ -123,7 +143,7 @@ export function quantizeEmbeddingGathers(
       };
       nodes.push({
         name: uniqueName(nodeNames, `${name}/Slice`), opType: 'Slice', domain: '',
-        input: [lookupOut, int64('starts', 0), int64('ends', H), int64('axes', -1)], output: [out], attribute: [],
+        input: [sliceIn, int64('starts', 0), int64('ends', H), int64('axes', -1)], output: [out], attribute: [],
       });
     }
     replace.set(node, nodes);

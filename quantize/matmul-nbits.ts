@@ -91,8 +91,8 @@ interface Candidate {
 export function weightTask(
   registry: TaskRegistry, source: TensorBytes, layout: WeightLayout, K: number, N: number, params: RtnParams, weightName: string,
 ): WeightTask {
-  const p: RtnParams = { bits: params.bits, blockSize: params.blockSize, symmetric: params.symmetric };
-  const key = `${tensorSourceId(source)}|${layout}|${K}x${N}|b${p.bits}g${p.blockSize}${p.symmetric ? 's' : 'a'}`;
+  const p: RtnParams = { bits: params.bits, blockSize: params.blockSize, symmetric: params.symmetric, ...(params.clip ? { clip: true } : {}), ...(params.halfScales ? { halfScales: true } : {}) };
+  const key = `${tensorSourceId(source)}|${layout}|${K}x${N}|b${p.bits}g${p.blockSize}${p.symmetric ? 's' : 'a'}${p.clip ? 'c' : ''}${p.halfScales ? 'h' : ''}`;
   return registry.get(key, () => ({ key, params: p, source, layout, K, N, weightName }));
 }
 

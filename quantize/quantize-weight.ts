@@ -20,7 +20,7 @@ export async function quantizeWeight(pool: RtnWorkerPool, task: WeightTask, p: R
     : { kind: 'memory', data: toShared(task.source.bytes), offset: 0 };
   const at = (byteOffset: number): SlabSource => ({ ...base, offset: base.offset + byteOffset });
   const common = {
-    K, N, bits: p.bits, blockSize: p.blockSize, symmetric: p.symmetric,
+    K, N, bits: p.bits, blockSize: p.blockSize, symmetric: p.symmetric, clip: p.clip ?? false, halfScales: p.halfScales ?? false,
     outB: out.B.buffer as SharedArrayBuffer, outScales: out.scales.buffer as SharedArrayBuffer,
     outZp: (out.zeroPoints?.buffer ?? null) as SharedArrayBuffer | null,
   };

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { UserError } from '../common/errors.js';
 import {
-  componentOfWeight, describeRecipe, parseRecipeEntries, presetRecipe, recipeEmbedding, recipeSelector, resolveRecipe, sharesTable,
+  componentOfWeight, describeRecipe, embeddingSpecName, parseRecipeEntries, presetRecipe, recipeEmbedding, recipeSelector, resolveRecipe, sharesTable, specName,
 } from './recipe.js';
 
-const q4 = { precision: 'int4', blockSize: 64, accuracyLevel: 4, symmetric: false } as const;
+const q4 = { precision: 'int4', blockSize: 64, accuracyLevel: 4, symmetric: false, clip: false } as const;
 
 describe('quantisation recipes', () => {
   it('presets: decoders quantises decoder and lm_head; whole every component, the lookup sharing the lm_head table', () => {
@@ -19,7 +19,7 @@ describe('quantisation recipes', () => {
   it('overrides change one component and make the recipe custom; an override equal to the preset keeps its name', () => {
     const r = resolveRecipe('whole', { encoder: 'int8,block=128,al=0', lm_head: 'int4,sym' });
     expect(r.preset).toBe('custom');
-    expect(r.encoder).toEqual({ precision: 'int8', blockSize: 128, accuracyLevel: 0, symmetric: false });
+    expect(r.encoder).toEqual({ precision: 'int8', blockSize: 128, accuracyLevel: 0, symmetric: false, clip: false });
     expect(r.lm_head).toEqual({ ...q4, symmetric: true });
     expect(sharesTable(r, true)).toBe(false);
     expect(resolveRecipe('whole', { encoder: 'int4' }).preset).toBe('whole');
@@ -27,11 +27,25 @@ describe('quantisation recipes', () => {
     expect(resolveRecipe('decoders', { encoder: 'int4,block=32' }).encoder).toEqual({ ...q4, blockSize: 32 });
     expect(resolveRecipe('decoders', { embedding: 'int4' }).embedding).toEqual({ ...q4, accuracyLevel: 0 });
     // --bits 8: the whole preset's lookup is int8 like its head, and still shares the table.
-    const w8 = presetRecipe('whole', { bits: 8, blockSize: 64, accuracyLevel: 4, symmetric: false });
+    const w8 = presetRecipe('whole', { bits: 8, blockSize: 64, accuracyLevel: 4, symmetric: false, clip: false });
     expect(w8.embedding).toEqual({ ...q4, precision: 'int8', accuracyLevel: 0 });
     expect(sharesTable(w8, true)).toBe(true);
     expect(recipeEmbedding(w8)?.params.bits).toBe(8);
     expect(sharesTable(resolveRecipe('whole', { embedding: 'int8' }), true)).toBe(false);
+  });
+
+  it('the clipping search: per component (,clip / ,noclip) or for the base spec; named in config.json and the summary; only a like-rounded head shares the table', () => {
+    const r = resolveRecipe('whole', { decoder: 'int4,block=128,clip', embedding: 'int4,clip' });
+    expect(r.decoder).toEqual({ ...q4, blockSize: 128, clip: true });
+    expect(specName(r.decoder)).toBe('int4_rtn_block128_al4_clip');
+    expect(embeddingSpecName(r.embedding)).toBe('int4_rtn_block64_clip_gather');
+    expect(recipeEmbedding(r)?.params.clip).toBe(true);
+    expect(sharesTable(r, true)).toBe(false);
+    const base = presetRecipe('whole', { bits: 4, blockSize: 128, accuracyLevel: 4, symmetric: false, clip: true });
+    expect(describeRecipe(base)).toBe('whole: encoder int4 b128 al4 clip, decoder int4 b128 al4 clip, embedding int4 b128 clip, lm_head int4 b128 al4 clip');
+    expect(sharesTable(base, true)).toBe(true);
+    expect(resolveRecipe('whole', { lm_head: 'int8,noclip' }, { bits: 4, blockSize: 64, accuracyLevel: 4, symmetric: false, clip: true }).lm_head).toEqual({ ...q4, precision: 'int8' });
+    expect(() => resolveRecipe('whole', { encoder: 'fp32,clip' })).toThrow('--encoder fp32,clip: fp32 takes no block, accuracy level, symmetry or clipping');
   });
 
   const bad: [string, string, Record<string, string>, string][] = [
@@ -40,7 +54,7 @@ describe('quantisation recipes', () => {
     ['block 0', 'whole', { lm_head: 'int4,block=0' }, '--lm-head int4,block=0: block must be a power of two from 16 to 256, got 0'],
     ['block 48', 'whole', { decoder: 'int4,block=48' }, '--decoder int4,block=48: block must be a power of two from 16 to 256, got 48'],
     ['accuracy level 5', 'whole', { encoder: 'int8,al=5' }, '--encoder int8,al=5: accuracy level must be 0..4, got 5'],
-    ['settings on fp32', 'whole', { encoder: 'fp32,block=64' }, '--encoder fp32,block=64: fp32 takes no block, accuracy level or symmetry'],
+    ['settings on fp32', 'whole', { encoder: 'fp32,block=64' }, '--encoder fp32,block=64: fp32 takes no block, accuracy level, symmetry or clipping'],
     ['a float decoder', 'decoders', { decoder: 'fp32' }, '--decoder fp32: a quantised variant quantises the decoder (the float export is the fp32 variant)'],
   ];
   for (const [what, preset, overrides, message] of bad) {

@@ -25,7 +25,8 @@ export type Component = (typeof COMPONENTS)[number];
 export const PRESETS = ['decoders', 'whole'] as const;
 export type PresetName = (typeof PRESETS)[number];
 
-export interface QuantizedSpec { precision: 'int4' | 'int8'; blockSize: number; accuracyLevel: number; symmetric: boolean }
+/** `clip`: search each block's clipping range for the least error (quantize/rtn.ts) instead of MLAS's min/max. */
+export interface QuantizedSpec { precision: 'int4' | 'int8'; blockSize: number; accuracyLevel: number; symmetric: boolean; clip: boolean }
 export type ComponentSpec = { precision: 'fp32' } | QuantizedSpec;
 
 export interface Recipe {
@@ -38,11 +39,11 @@ export interface Recipe {
 }
 
 /** What a preset's quantised components default to (the CLI's --bits/--block-size/... set these). */
-export interface BaseSpec { bits: 4 | 8; blockSize: number; accuracyLevel: number; symmetric: boolean }
-export const BASE_DEFAULTS: BaseSpec = { bits: 4, blockSize: 64, accuracyLevel: 4, symmetric: false };
+export interface BaseSpec { bits: 4 | 8; blockSize: number; accuracyLevel: number; symmetric: boolean; clip: boolean }
+export const BASE_DEFAULTS: BaseSpec = { bits: 4, blockSize: 64, accuracyLevel: 4, symmetric: false, clip: false };
 
 export function presetRecipe(preset: PresetName, base: BaseSpec = BASE_DEFAULTS): Recipe {
-  const q: QuantizedSpec = { precision: base.bits === 4 ? 'int4' : 'int8', blockSize: base.blockSize, accuracyLevel: base.accuracyLevel, symmetric: base.symmetric };
+  const q: QuantizedSpec = { precision: base.bits === 4 ? 'int4' : 'int8', blockSize: base.blockSize, accuracyLevel: base.accuracyLevel, symmetric: base.symmetric, clip: base.clip };
   const fp32: ComponentSpec = { precision: 'fp32' };
   if (preset === 'decoders') return { preset, encoder: fp32, decoder: q, embedding: fp32, lm_head: q };
   // The lookup rounds as the lm_head does, so with a tied head it reads the same table (no accuracy level: GatherBlockQuantized has none).
@@ -56,14 +57,14 @@ export function parsePreset(name: string): PresetName {
 
 /**
  * Parses one component's spec: `fp32`, `int4` or `int8`, optionally followed by `,block=N`,
- * `,al=N` (accuracy level), `,sym` or `,asym`; unset fields come from `inherit` (the preset's
+ * `,al=N` (accuracy level), `,sym` or `,asym`, `,clip` or `,noclip` (clipping search); unset fields come from `inherit` (the preset's
  * choice for that component, or the base spec). `flag` names the option in messages.
  */
 export function parseComponentSpec(flag: string, text: string, inherit: QuantizedSpec): ComponentSpec {
   const [head, ...mods] = text.trim().split(',').map((s) => s.trim());
   const bad = (why: string): UserError => new UserError(`${flag} ${text}: ${why}`);
   if (head === 'fp32') {
-    if (mods.length) throw bad('fp32 takes no block, accuracy level or symmetry');
+    if (mods.length) throw bad('fp32 takes no block, accuracy level, symmetry or clipping');
     return { precision: 'fp32' };
   }
   if (head !== 'int4' && head !== 'int8') throw bad(`precision must be fp32, int8 or int4, got "${head}"`);
@@ -72,9 +73,11 @@ export function parseComponentSpec(flag: string, text: string, inherit: Quantize
     const [key, value, extra] = m.split('=');
     if (key === 'sym' && value === undefined) spec.symmetric = true;
     else if (key === 'asym' && value === undefined) spec.symmetric = false;
+    else if (key === 'clip' && value === undefined) spec.clip = true;
+    else if (key === 'noclip' && value === undefined) spec.clip = false;
     else if ((key === 'block' || key === 'al') && value !== undefined && extra === undefined && /^-?\d+$/.test(value)) {
       if (key === 'block') spec.blockSize = Number(value); else spec.accuracyLevel = Number(value);
-    } else throw bad(`unknown setting "${m}" (block=N, al=N, sym or asym)`);
+    } else throw bad(`unknown setting "${m}" (block=N, al=N, sym, asym, clip or noclip)`);
   }
   checkQuantizedSpec(flag, text, spec);
   return spec;
@@ -131,13 +134,13 @@ export function recipeVariant(r: Recipe): 'int4' | 'int8' {
 /** A component's recipe as config.json states it: `fp32`, or e.g. `int4_rtn_block64_al4`. */
 export function specName(s: ComponentSpec, awqAlpha?: number): string {
   if (s.precision === 'fp32') return 'fp32';
-  return `${s.precision}${awqAlpha !== undefined ? `_awq${awqAlpha}` : ''}_rtn_block${s.blockSize}_al${s.accuracyLevel}${s.symmetric ? '_sym' : ''}`;
+  return `${s.precision}${awqAlpha !== undefined ? `_awq${awqAlpha}` : ''}_rtn_block${s.blockSize}_al${s.accuracyLevel}${s.symmetric ? '_sym' : ''}${s.clip ? '_clip' : ''}`;
 }
 
 /** The lookup's name: no accuracy level (GatherBlockQuantized has none), `_gather` says which op. */
 export function embeddingSpecName(s: ComponentSpec, awqAlpha?: number): string {
   if (s.precision === 'fp32') return 'fp32';
-  return `${s.precision}${awqAlpha !== undefined ? `_awq${awqAlpha}` : ''}_rtn_block${s.blockSize}${s.symmetric ? '_sym' : ''}_gather`;
+  return `${s.precision}${awqAlpha !== undefined ? `_awq${awqAlpha}` : ''}_rtn_block${s.blockSize}${s.symmetric ? '_sym' : ''}${s.clip ? '_clip' : ''}_gather`;
 }
 
 /** A one-line summary, e.g. `whole: encoder int4 b64 al4, decoder int4 b64 al4, embedding int4 b64, lm_head int4 b64 al4`. */
@@ -145,14 +148,14 @@ export function describeRecipe(r: Recipe): string {
   const one = (c: Component): string => {
     const s = r[c];
     if (s.precision === 'fp32') return `${c} fp32`;
-    return `${c} ${s.precision} b${s.blockSize}${c === 'embedding' ? '' : ` al${s.accuracyLevel}`}${s.symmetric ? ' sym' : ''}`;
+    return `${c} ${s.precision} b${s.blockSize}${c === 'embedding' ? '' : ` al${s.accuracyLevel}`}${s.symmetric ? ' sym' : ''}${s.clip ? ' clip' : ''}`;
   };
   return `${r.preset}: ${COMPONENTS.map(one).join(', ')}`;
 }
 
 function choice(s: ComponentSpec): NBitsChoice {
   if (s.precision === 'fp32') return null;
-  return { bits: s.precision === 'int4' ? 4 : 8, blockSize: s.blockSize, symmetric: s.symmetric, accuracyLevel: s.accuracyLevel };
+  return { bits: s.precision === 'int4' ? 4 : 8, blockSize: s.blockSize, symmetric: s.symmetric, accuracyLevel: s.accuracyLevel, ...(s.clip ? { clip: true } : {}) };
 }
 
 /** Text-model weights: `thinker.model.*` and the lm_head (checkpoint names, as the graphs' initializers carry them). */
@@ -178,7 +181,7 @@ export function recipeSelector(r: Recipe): NBitsSelector {
 export function recipeEmbedding(r: Recipe, share?: GatherQuantizeOptions['share']): GatherQuantizeOptions | null {
   const e = r.embedding;
   if (e.precision === 'fp32') return null;
-  return { params: { bits: e.precision === 'int4' ? 4 : 8, blockSize: e.blockSize, symmetric: e.symmetric }, tables: (name) => name === EMBED_TOKENS, ...(share ? { share } : {}) };
+  return { params: { bits: e.precision === 'int4' ? 4 : 8, blockSize: e.blockSize, symmetric: e.symmetric, ...(e.clip ? { clip: true } : {}) }, tables: (name) => name === EMBED_TOKENS, ...(share ? { share } : {}) };
 }
 
 /**
@@ -188,5 +191,5 @@ export function recipeEmbedding(r: Recipe, share?: GatherQuantizeOptions['share'
 export function sharesTable(r: Recipe, tied: boolean): boolean {
   const e = r.embedding;
   const h = r.lm_head;
-  return tied && e.precision !== 'fp32' && h.precision === e.precision && e.blockSize === h.blockSize && e.symmetric === h.symmetric;
+  return tied && e.precision !== 'fp32' && h.precision === e.precision && e.blockSize === h.blockSize && e.symmetric === h.symmetric && e.clip === h.clip;
 }

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { f16ToF32, f32ToF16 } from '../common/float16.js';
 import { rtnDequantize, rtnQuantize, rtnShape, type RtnParams } from './rtn.js';
 import { quantizeWeight } from './quantize-weight.js';
 import { RtnWorkerPool } from './worker-pool.js';
@@ -159,5 +160,126 @@ describe('RTN block quantisation (MatMulNBits layout)', () => {
     } finally {
       await pool.close();
     }
+  });
+});
+
+/** Squared error of dequantising `q` against `w`, per block (n, kb), in float64. */
+function blockErrors(w: Float32Array, K: number, N: number, p: RtnParams, q: ReturnType<typeof rtnQuantize>): number[] {
+  const d = rtnDequantize(q, K, N, p);
+  const nb = Math.ceil(K / p.blockSize);
+  const e = new Array<number>(N * nb).fill(0);
+  for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) e[n * nb + Math.floor(k / p.blockSize)] += (d[k * N + n] - w[k * N + n]) ** 2;
+  return e;
+}
+
+describe('RTN with the clipping search (clip)', () => {
+  const clipCases: Array<{ K: number; N: number; p: RtnParams }> = [
+    { K: 256, N: 24, p: { bits: 4, blockSize: 64, symmetric: false, clip: true } },
+    { K: 200, N: 9, p: { bits: 4, blockSize: 32, symmetric: false, clip: true } },
+    { K: 128, N: 10, p: { bits: 4, blockSize: 128, symmetric: true, clip: true } },
+    { K: 96, N: 7, p: { bits: 8, blockSize: 32, symmetric: false, clip: true } },
+  ];
+  for (const { K, N, p } of clipCases) {
+    const label = `K=${K} N=${N} bits=${p.bits} block=${p.blockSize} ${p.symmetric ? 'sym' : 'asym'}`;
+    it(`no block is worse than MLAS's min/max range, most normal blocks are better, and W / W^T agree (${label})`, () => {
+      const w = randomFloats(K * N, K + 3 * N, 0.05);
+      const plainP = { ...p, clip: false };
+      const clipped = rtnQuantize(w, 'KN', K, N, p);
+      const plain = rtnQuantize(w, 'KN', K, N, plainP);
+      const ec = blockErrors(w, K, N, p, clipped);
+      const ep = blockErrors(w, K, N, plainP, plain);
+      // The search starts from the min/max range and only moves to a range with less error.
+      ec.forEach((e, i) => expect(e).toBeLessThanOrEqual(ep[i] * (1 + 1e-9) + 1e-30));
+      const better = ec.filter((e, i) => e < ep[i] * (1 - 1e-6)).length;
+      expect(better).toBeGreaterThan(ec.length / 2);
+      const sum = (a: number[]): number => a.reduce((s, x) => s + x, 0);
+      expect(sum(ec)).toBeLessThan(sum(ep) * 0.99);
+      const t = rtnQuantize(transpose(w, K, N), 'NK', K, N, p);
+      expect(Buffer.from(t.B).equals(Buffer.from(clipped.B))).toBe(true);
+      expect(Array.from(t.scales)).toEqual(Array.from(clipped.scales));
+    });
+  }
+
+  it('matches a brute-force search over the same candidate ranges (asymmetric int4)', () => {
+    const K = 64;
+    const N = 6;
+    const p: RtnParams = { bits: 4, blockSize: 64, symmetric: false, clip: true };
+    const w = randomFloats(K * N, 11, 1);
+    w[5 * N + 2] = 9; // one outlier: its block must clip
+    const q = rtnQuantize(w, 'KN', K, N, p);
+    const errors = blockErrors(w, K, N, p, q);
+    for (let n = 0; n < N; n++) {
+      const vals = Array.from({ length: K }, (_, k) => w[k * N + n]);
+      const lo0 = Math.min(0, ...vals);
+      const hi0 = Math.max(0, ...vals);
+      // Every candidate range in float64 (the kernel rounds in float32: compare errors, not bits).
+      let best = Infinity;
+      for (let i = 0; i <= 10; i++) {
+        const f = 1 - 0.03 * i;
+        for (const [lo, hi] of [[lo0 * f, hi0 * f], [lo0 * f, hi0], [lo0, hi0 * f]]) {
+          const s = (hi - lo) / 15;
+          const z = Math.min(15, Math.max(0, Math.round(-lo / s)));
+          let e = 0;
+          for (const v of vals) { const c = Math.min(15, Math.max(0, Math.round(v / s + z))); e += (v - (c - z) * s) ** 2; }
+          best = Math.min(best, e);
+        }
+      }
+      expect(errors[n]).toBeLessThanOrEqual(best * (1 + 1e-4));
+      expect(errors[n]).toBeGreaterThanOrEqual(best * (1 - 1e-4));
+    }
+    // The outlier's column clipped its range: its scale is below the min/max one.
+    const plain = rtnQuantize(w, 'KN', K, N, { ...p, clip: false });
+    expect(q.scales[2]).toBeLessThan(plain.scales[2]);
+  });
+
+  it('worker threads give the same clipped bytes as the in-thread kernel', async () => {
+    const K = 256;
+    const N = 4096;
+    const w = randomFloats(K * N, 9, 0.02);
+    const p: RtnParams = { bits: 4, blockSize: 128, symmetric: false, clip: true };
+    const pool = new RtnWorkerPool(2);
+    try {
+      const viaPool = await quantizeWeight(pool, { key: 'c', params: p, source: { kind: 'inline', bytes: new Uint8Array(w.buffer) }, layout: 'KN', K, N, weightName: 'w' }, p);
+      const direct = rtnQuantize(w, 'KN', K, N, p);
+      expect(Buffer.from(viaPool.B).equals(Buffer.from(direct.B))).toBe(true);
+      expect(Buffer.from(viaPool.scales.buffer).equals(Buffer.from(direct.scales.buffer))).toBe(true);
+      expect(Buffer.from(viaPool.zeroPoints!).equals(Buffer.from(direct.zeroPoints!))).toBe(true);
+    } finally {
+      await pool.close();
+    }
+  });
+});
+
+describe('RTN with float16 scales (halfScales)', () => {
+  for (const p of [
+    { bits: 4, blockSize: 32, symmetric: false, halfScales: true },
+    { bits: 8, blockSize: 64, symmetric: true, halfScales: true },
+    { bits: 4, blockSize: 64, symmetric: false, clip: true, halfScales: true },
+  ] as RtnParams[]) {
+    it(`every scale is a float16 value and the codes are made from it (bits ${p.bits}, ${p.symmetric ? 'sym' : 'asym'}${p.clip ? ', clip' : ''})`, () => {
+      const K = 128;
+      const N = 12;
+      const w = awkwardWeight(K, N, 21);
+      w[7 * N + 4] = 3e-6; // small values: the scale of a near-zero block
+      const q = rtnQuantize(w, 'KN', K, N, p);
+      for (const s of q.scales) expect(f16ToF32(f32ToF16(s))).toBe(s);
+      if (!p.clip) {
+        // Rounding to float16 moves a scale by at most 2^-11 of itself (with clip the search may pick another range).
+        const plain = rtnQuantize(w, 'KN', K, N, { ...p, halfScales: false });
+        q.scales.forEach((s, i) => expect(Math.abs(s - plain.scales[i])).toBeLessThanOrEqual(Math.abs(plain.scales[i]) * 2 ** -11 + 2 ** -25));
+        const d = rtnDequantize(q, K, N, p);
+        const nb = Math.ceil(K / p.blockSize);
+        for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) {
+          const step = Math.abs(q.scales[n * nb + Math.floor(k / p.blockSize)]);
+          // The rounded scale can fall a hair short of the range: one step at the far end, as symmetric.
+          expect(Math.abs(d[k * N + n] - w[k * N + n])).toBeLessThanOrEqual(step * (p.symmetric ? 1.001 : 0.501) + 1e-12 + Math.abs(w[k * N + n]) * 2 ** -10);
+        }
+      }
+    });
+  }
+
+  it('refuses a scale float16 cannot hold, naming the value', () => {
+    const w = new Float32Array(32 * 2).fill(1e6);
+    expect(() => rtnQuantize(w, 'KN', 32, 2, { bits: 4, blockSize: 32, symmetric: false, halfScales: true })).toThrow(/does not fit float16/);
   });
 });

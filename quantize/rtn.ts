@@ -21,6 +21,14 @@
  * rows; its padding codes are set to the zero point so they dequantise to exactly 0 (MLAS leaves
  * them unspecified; MatMulNBits never reads them).
  *
+ * With `clip` (not MLAS: our own option) each block's range is searched instead of taken whole:
+ * the min/max range above, then CLIP_STEPS ranges shrunk by 3 % steps down to 70 % (8-bit: 0.3 % steps), at both ends,
+ * the low end only and the high end only (symmetric: the scale shrunk alike); the range with the
+ * least squared error of the block's dequantised values wins (first found on ties). Clipping a rare
+ * extreme value costs it some error but gives every other value of the block a finer step: on
+ * normal weights the weight error drops ~4.5 % at block 64 and ~6 % at block 128
+ * (investigation entry 35). Same format, same size, same kernels: only the chosen scales differ.
+ *
  * The kernel below must stay self-contained (no imports, no outer variables): worker threads run
  * it from its source text (see worker-pool.ts), so the same code runs in tests and in workers.
  */
@@ -32,6 +40,14 @@ export interface RtnParams {
   bits: 4 | 8;
   blockSize: number;
   symmetric: boolean;
+  /** Search each block's clipping range for the least squared error (see above); default false: MLAS's min/max. */
+  clip?: boolean;
+  /**
+   * Round every scale to the nearest float16 before the zero point and codes are computed from it,
+   * so a float16 copy of the scales is exact (for an op that reads float16 scales: an unshared
+   * GatherBlockQuantized, gather-block-quantized.ts). The output array stays float32.
+   */
+  halfScales?: boolean;
 }
 
 export interface RtnShape {
@@ -77,7 +93,7 @@ export function allocateRtnOutput(shape: RtnShape, p: RtnParams, shared: boolean
  */
 export function rtnQuantizeSlab(
   src: Float32Array, layout: number, K: number, N: number, start: number, end: number,
-  bits: number, blockSize: number, symmetric: boolean,
+  bits: number, blockSize: number, symmetric: boolean, clip: boolean, halfScales: boolean,
   outB: Uint8Array, outScales: Float32Array, outZp: Uint8Array | null,
 ): void {
   const fround = Math.fround;
@@ -88,21 +104,90 @@ export function rtnQuantizeSlab(
   const zpCols = Math.ceil((nBlocks * bits) / 8);
   const FLT_MAX = 3.4028234663852886e38;
 
-  // Sets scale (and zero point) of block (n, kb) from its value range; returns the zero point.
-  const params = (mn: number, mx: number, n: number, kb: number): number => {
+  const CLIP_STEPS = 10;
+  // 8-bit steps are 17x finer: its best clip is a fraction of a percent.
+  const clipStep = bits === 4 ? 0.03 : 0.003;
+
+  // Squared error of the block's `rows` values a[off + r * stride] rounded with (scale, zp), the
+  // way the code below rounds them and MatMulNBits dequantises them.
+  const blockError = (a: Float32Array, off: number, stride: number, rows: number, scale: number, zp: number): number => {
+    const recip = scale !== 0 ? fround(1 / scale) : 0;
+    let e = 0;
+    for (let r = 0; r < rows; r++) {
+      const v = a[off + r * stride];
+      const x = fround(fround(v * recip) + zp);
+      let q = x < 0 ? 0 : (x + 0.5) | 0;
+      if (q > qmax) q = qmax;
+      const d = v - fround((q - zp) * scale);
+      e += d * d;
+    }
+    return e;
+  };
+  // The float16 value nearest a float32 (ties to even), as a number; refuses what float16 cannot hold.
+  const f32 = new Float32Array(1);
+  const u32 = new Uint32Array(f32.buffer);
+  const half = (x: number): number => {
+    if (!halfScales || x === 0) return x;
+    f32[0] = x;
+    const u = u32[0];
+    const sign = u >>> 31 ? -1 : 1;
+    const exp = ((u >>> 23) & 0xff) - 127;
+    // float16 keeps 10 mantissa bits for exponents -14..15 and fewer below (subnormals, step 2^-24).
+    const ulp = 2 ** (Math.max(exp, -14) - 10);
+    const a = Math.abs(x) / ulp;
+    let r = Math.floor(a);
+    const rest = a - r;
+    if (rest > 0.5 || (rest === 0.5 && r % 2 === 1)) r += 1;
+    const h = r * ulp;
+    if (h > 65504) throw new Error(`a scale of ${x} does not fit float16`);
+    return sign * h;
+  };
+  // MLAS's asymmetric scale and zero point for the range [lo, hi] (lo <= 0 <= hi).
+  let rangeScale = 0;
+  let rangeZp = 0;
+  const fromRange = (lo: number, hi: number): void => {
+    rangeScale = half(fround(fround(hi - lo) / qmax));
+    const zf = rangeScale !== 0 ? fround(0 - fround(lo / rangeScale)) : lo;
+    rangeZp = zf < 0 ? 0 : zf > qmax ? qmax : Math.floor(zf + 0.5);
+  };
+
+  // Sets scale (and zero point) of block (n, kb) from its value range (searched with `clip`
+  // over the block's values a[off + r * stride]); returns the zero point.
+  const params = (mn: number, mx: number, n: number, kb: number, a: Float32Array, off: number, stride: number, rows: number): number => {
     // Comparisons with NaN are false: this also catches NaN, and infinities would give garbage scales.
     if (!(mn > -Infinity && mx < Infinity)) throw new Error(`weight column ${n}, block ${kb} is not finite (NaN or infinity)`);
     let scale: number;
     let zp: number;
     if (symmetric) {
-      scale = fround(-(Math.abs(mx) > Math.abs(mn) ? mx : mn) / mid);
+      scale = half(fround(-(Math.abs(mx) > Math.abs(mn) ? mx : mn) / mid));
       zp = mid;
+      if (clip && scale !== 0) {
+        let best = blockError(a, off, stride, rows, scale, zp);
+        const whole = scale;
+        for (let i = 1; i <= CLIP_STEPS; i++) {
+          const s = half(fround(whole * (1 - clipStep * i)));
+          const e = blockError(a, off, stride, rows, s, zp);
+          if (e < best) { best = e; scale = s; }
+        }
+      }
     } else {
       const lo = mn < 0 ? mn : 0;
       const hi = mx > 0 ? mx : 0;
-      scale = fround(fround(hi - lo) / qmax);
-      const zf = scale !== 0 ? fround(0 - fround(lo / scale)) : lo;
-      zp = zf < 0 ? 0 : zf > qmax ? qmax : Math.floor(zf + 0.5);
+      fromRange(lo, hi);
+      scale = rangeScale;
+      zp = rangeZp;
+      if (clip && scale !== 0) {
+        let best = blockError(a, off, stride, rows, scale, zp);
+        for (let i = 1; i <= CLIP_STEPS; i++) {
+          const f = 1 - clipStep * i;
+          for (let side = 0; side < 3; side++) {
+            fromRange(side === 2 ? lo : fround(lo * f), side === 1 ? hi : fround(hi * f));
+            if (rangeScale === 0) continue;
+            const e = blockError(a, off, stride, rows, rangeScale, rangeZp);
+            if (e < best) { best = e; scale = rangeScale; zp = rangeZp; }
+          }
+        }
+      }
       if (outZp !== null) {
         if (bits === 8) outZp[n * zpCols + kb] = zp;
         else {
@@ -126,7 +211,7 @@ export function rtnQuantizeSlab(
       mn = Math.min(mn, v);
       mx = Math.max(mx, v);
     }
-    const zp = params(mn, mx, n, kb);
+    const zp = params(mn, mx, n, kb, a, off, 1, rows);
     const scale = outScales[n * nBlocks + kb];
     const recip = scale !== 0 ? fround(1 / scale) : 0;
     const o = (n * nBlocks + kb) * blob;
@@ -201,7 +286,7 @@ export function rtnQuantizeSlab(
       }
     }
     for (let n = 0; n < N; n++) {
-      const zp = params(mnA[n], mxA[n], n, kb);
+      const zp = params(mnA[n], mxA[n], n, kb, src, base + n, N, rows);
       const scale = outScales[n * nBlocks + kb];
       zpA[n] = zp;
       recipA[n] = scale !== 0 ? fround(1 / scale) : 0;
@@ -253,8 +338,8 @@ export function rtnQuantizeSlab(
 export function rtnQuantize(weight: Float32Array, layout: WeightLayout, K: number, N: number, p: RtnParams): RtnOutput {
   const shape = rtnShape(K, N, p);
   const out = allocateRtnOutput(shape, p, false);
-  if (layout === 'KN') rtnQuantizeSlab(weight, 0, K, N, 0, shape.nBlocks, p.bits, p.blockSize, p.symmetric, out.B, out.scales, out.zeroPoints);
-  else rtnQuantizeSlab(weight, 1, K, N, 0, N, p.bits, p.blockSize, p.symmetric, out.B, out.scales, out.zeroPoints);
+  if (layout === 'KN') rtnQuantizeSlab(weight, 0, K, N, 0, shape.nBlocks, p.bits, p.blockSize, p.symmetric, p.clip ?? false, p.halfScales ?? false, out.B, out.scales, out.zeroPoints);
+  else rtnQuantizeSlab(weight, 1, K, N, 0, N, p.bits, p.blockSize, p.symmetric, p.clip ?? false, p.halfScales ?? false, out.B, out.scales, out.zeroPoints);
   return out;
 }
 

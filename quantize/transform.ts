@@ -8,11 +8,13 @@ import {
   type GeneratedTensor, type NBitsOptions, type NBitsReport, type NBitsSelector, type WeightTask,
 } from './matmul-nbits.js';
 import { quantizeEmbeddingGathers, type GatherQuantizeOptions, type GatherQuantizeReport } from './gather-block-quantized.js';
+import { f32ToF16Bytes } from '../common/float16.js';
 import {
-  ExternalDataWriter, checkExternalRanges, dimsOf, encodeModel, isExternal, loadModel, markExternal, pruneGraph, tensorBytes,
+  DataType, ExternalDataWriter, checkExternalRanges, dimsOf, encodeModel, isExternal, loadModel, markExternal, pruneGraph, tensorBytes,
   type LoadedModel, type Placement,
 } from '../common/onnx/index.js';
 import { packSiblingMatMulNBits, type PackReport } from './pack-projections.js';
+import { storeConvWeightsAsBf16, type Bf16ConvReport } from './bf16-conv-weights.js';
 import { quantizeWeight } from './quantize-weight.js';
 import type { RtnOutput } from './rtn.js';
 import { DedupDataFile, type DataFileStats } from './weights-file.js';
@@ -53,6 +55,11 @@ export interface TransformOptions {
   embedding?: GatherQuantizeOptions | null;
   /** Pack sibling MatMulNBits (q|k|v, gate|up) into one wider node each (pack-projections.ts). */
   pack?: boolean;
+  /**
+   * Conv weights of at least this many float32 bytes that are exact in bfloat16 are stored so, with
+   * a Cast (bf16-conv-weights.ts; lossless). Only with `quantize`; default 1 MiB, null: never.
+   */
+  bf16ConvMinBytes?: number | null;
   /** Refuse an exclude pattern that matches nothing here (default true; a caller running several transforms checks the union). */
   excludeMustMatch?: boolean;
   /** Worker threads (default: os.availableParallelism()). */
@@ -69,6 +76,8 @@ export interface GraphReport {
   gathers?: GatherQuantizeReport;
   /** Present when quantising with `pack`. */
   packing?: PackReport;
+  /** Conv weights stored as bfloat16 (present when quantising). */
+  bf16Conv?: Bf16ConvReport;
 }
 
 export interface TransformReport {
@@ -101,21 +110,33 @@ export async function transformGraphs(opts: TransformOptions): Promise<Transform
 
   const registry = new TaskRegistry();
   const generated = new Map<LoadedModel, Map<string, GeneratedTensor>>();
+  /** Bytes of initializers a pass made from a float one (bf16 conv weights), per graph. */
+  const derived = new Map<LoadedModel, Map<string, Uint8Array>>();
   const reports: GraphReport[] = [];
   loaded.forEach((m, i) => {
     const fusion = opts.fuse ? fuseRmsNorm(m, { skip: opts.skipFusion }) : { rmsNorm: 0, skipRmsNorm: 0 };
     let quantization: NBitsReport | null = null;
     let packing: PackReport | undefined;
     let gathers: GatherQuantizeReport | undefined;
+    let bf16Conv: Bf16ConvReport | undefined;
     if (opts.quantize) {
       const r = quantizeMatMuls(m, opts.quantize, registry, opts.select);
       generated.set(m, r.generated);
       quantization = r.report;
       if (opts.embedding) gathers = quantizeEmbeddingGathers(m, opts.embedding, registry, r.generated);
       if (opts.pack) packing = packSiblingMatMulNBits(m, r.generated);
+      const minBytes = opts.bf16ConvMinBytes === undefined ? 1 << 20 : opts.bf16ConvMinBytes;
+      if (minBytes !== null) {
+        const b = storeConvWeightsAsBf16(m, minBytes);
+        derived.set(m, b.bytes);
+        bf16Conv = b.report;
+      }
     }
     pruneGraph(m.graph);
-    reports.push({ src: m.path, dst: resolve(opts.graphs[i].dst), fusion, quantization, ...(gathers ? { gathers } : {}), ...(packing ? { packing } : {}) });
+    reports.push({
+      src: m.path, dst: resolve(opts.graphs[i].dst), fusion, quantization,
+      ...(gathers ? { gathers } : {}), ...(packing ? { packing } : {}), ...(bf16Conv ? { bf16Conv } : {}),
+    });
   });
 
   if (opts.excludeMustMatch ?? true) opts.quantize?.exclude.forEach((pattern, i) => {
@@ -155,15 +176,23 @@ export async function transformGraphs(opts: TransformOptions): Promise<Transform
       if (order.length > 0) startUpTo(0);
       for (const [gi, m] of loaded.entries()) {
         const gen = generated.get(m);
+        const own = derived.get(m);
         for (const t of m.graph.initializer) {
           const g = gen?.get(t.name);
           const dims = dimsOf(t);
-          if (g) {
+          const made = own?.get(t.name);
+          if (made) markExternal(t, data.location, await data.addBytes(t.dataType, dims, made));
+          else if (g) {
             const partKey = `${g.tasks.map((k) => k.key).join('+')}|${g.part}`;
             let placement = written.get(partKey);
             if (placement) data.countReuse(placement);
             else {
-              placement = await data.addBytes(t.dataType, dims, await partBytes(computing, g, startUpTo, start, order));
+              const bytes = await partBytes(computing, g, startUpTo, start, order);
+              // Scales declared float16 (an unshared lookup's) were rounded to float16 values by the kernel.
+              const stored = g.part === 'scales' && t.dataType === DataType.FLOAT16
+                ? f32ToF16Bytes(new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)))
+                : bytes;
+              placement = await data.addBytes(t.dataType, dims, stored);
               written.set(partKey, placement);
               if (lastPart(g)) {
                 for (const task of g.tasks) { computing.delete(task); finished.add(task); }

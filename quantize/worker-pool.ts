@@ -27,6 +27,8 @@ export interface SlabJob {
   bits: number;
   blockSize: number;
   symmetric: boolean;
+  clip: boolean;
+  halfScales: boolean;
   outB: SharedArrayBuffer;
   outScales: SharedArrayBuffer;
   outZp: SharedArrayBuffer | null;
@@ -58,7 +60,7 @@ parentPort.on('message', (job) => {
     const src = s.kind === 'file'
       ? readInto(s.file, s.offset, job.byteLength)
       : new Float32Array(s.data, s.offset, job.byteLength / 4);
-    rtnQuantizeSlab(src, job.layout, job.K, job.N, job.start, job.end, job.bits, job.blockSize, job.symmetric,
+    rtnQuantizeSlab(src, job.layout, job.K, job.N, job.start, job.end, job.bits, job.blockSize, job.symmetric, job.clip, job.halfScales,
       new Uint8Array(job.outB), new Float32Array(job.outScales), job.outZp ? new Uint8Array(job.outZp) : null);
     parentPort.postMessage({ id: job.id });
   } catch (err) {
