@@ -1,6 +1,7 @@
 import { Option, type Command } from 'commander';
 import { emitResult, intOption, progressFor, threadsOption, type CommonOptions } from './output.js';
 import { QUANTIZE_DEFAULTS, quantizeModelDir } from '../quantize/model-dir.js';
+import { ALIGNER_BLOCK_SIZE } from '../quantize/aligner.js';
 import { UserError } from '../common/errors.js';
 import { AWQ_DEFAULT_ALPHA } from '../quantize/awq-scales.js';
 import { readAwqStats } from '../calibrate/stats-file.js';
@@ -9,9 +10,10 @@ import { describeRecipe, parseRecipeEntries } from '../quantize/recipe.js';
 interface QuantizeFlags extends CommonOptions {
   modelDir: string;
   bits: string;
-  blockSize: number;
+  blockSize?: number;
   accuracyLevel: number;
   symmetric?: boolean;
+  clip?: boolean;
   exclude?: string[];
   fuse: boolean;
   skipFusion?: boolean;
@@ -44,16 +46,17 @@ export function register(program: Command): void {
     .description('fuse RMSNorm and quantise a model directory to MatMulNBits (int4 RTN by default) by a recipe: --preset decoders writes decoder_{init,step}.int4.onnx and decoder_weights.int4.data beside the float files; --preset whole also encoder.int4.onnx + encoder_weights.int4.data and an int4 token lookup sharing the lm_head\'s table')
     .requiredOption('--model-dir <dir>', 'exported model directory (decoder_init.onnx, decoder_step.onnx, config.json; encoder.onnx for --preset whole)')
     .addOption(new Option('--preset <name>', 'which components are quantised: decoders (decoder + lm_head) or whole (encoder, decoder, embedding, lm_head); default decoders, whole for a forced-aligner directory').choices(['decoders', 'whole']))
-    .option('--encoder <spec>', 'encoder linears: fp32, int8 or int4, optionally ,block=N ,al=N ,sym (overrides the preset)')
-    .option('--decoder <spec>', 'decoder linears: int8 or int4[,block=N][,al=N][,sym]')
-    .option('--embedding <spec>', 'token lookup: fp32, int8 or int4[,block=N][,sym] (GatherBlockQuantized; shares the tied lm_head\'s table when both round alike)')
-    .option('--lm-head <spec>', 'lm_head: fp32, int8 or int4[,block=N][,al=N][,sym]')
+    .option('--encoder <spec>', 'encoder linears: fp32, int8 or int4, optionally ,block=N ,al=N ,sym ,clip (overrides the preset)')
+    .option('--decoder <spec>', 'decoder linears: int8 or int4[,block=N][,al=N][,sym][,clip]')
+    .option('--embedding <spec>', 'token lookup: fp32, int8 or int4[,block=N][,sym][,clip] (GatherBlockQuantized; shares the tied lm_head\'s table when both round alike)')
+    .option('--lm-head <spec>', 'lm_head: fp32, int8 or int4[,block=N][,al=N][,sym][,clip]')
     .option('--recipe <component=spec...>', 'the same per component, e.g. --recipe encoder=int8 lm_head=int4,block=32')
     .addOption(new Option('--table-share <how>', 'how the lookup and the lm_head name their shared table (investigation/INVESTIGATION.md)').choices(['range', 'reshape']).default('range'))
     .addOption(new Option('--bits <n>', 'weight bits of the preset\'s quantised components (the variant: int4 or int8)').choices(['4', '8']).default('4'))
-    .option('--block-size <n>', 'quantisation block size along K (power of two, 16 to 256)', intOption('--block-size'), QUANTIZE_DEFAULTS.blockSize)
+    .option('--block-size <n>', `quantisation block size along K (power of two, 16 to 256; default ${QUANTIZE_DEFAULTS.blockSize}, ${ALIGNER_BLOCK_SIZE} for a forced-aligner directory)`, intOption('--block-size'))
     .option('--accuracy-level <n>', 'MatMulNBits accuracy_level (0 = unset, 4 = int8 activations)', intOption('--accuracy-level'), QUANTIZE_DEFAULTS.accuracyLevel)
     .option('--symmetric', 'symmetric quantisation (no zero points; default asymmetric)')
+    .option('--clip', 'search each block\'s clipping range for the least weight error instead of taking its min/max (same size and kernels; slower to quantise)')
     .option('--exclude <pattern...>', 'leave MatMul/Gemm nodes in float whose node or weight name matches a glob (* and ?)')
     .option('--no-fuse', 'skip RMSNorm -> SimplifiedLayerNormalization fusion')
     .option('--skip-fusion', 'also fold residual Adds into SkipSimplifiedLayerNormalization (see investigation/INVESTIGATION.md)')
@@ -70,9 +73,10 @@ export function register(program: Command): void {
       const result = await quantizeModelDir({
         modelDir: flags.modelDir,
         bits: Number(flags.bits) as 4 | 8,
-        blockSize: flags.blockSize,
+        ...(flags.blockSize !== undefined ? { blockSize: flags.blockSize } : {}),
         accuracyLevel: flags.accuracyLevel,
         symmetric: Boolean(flags.symmetric),
+        clip: Boolean(flags.clip),
         exclude: flags.exclude ?? [],
         fuse: flags.fuse,
         skipFusion: Boolean(flags.skipFusion),

@@ -25,6 +25,7 @@ import { readAwqStats } from '../calibrate/stats-file.js';
 import { assertOutputApart, assertWritableDir } from '../common/output-paths.js';
 import { parseLayout, type Layout } from '../model-dir/layout.js';
 import { modelDirKind } from '../model-dir/aligner.js';
+import { ALIGNER_BLOCK_SIZE } from '../quantize/aligner.js';
 import { gateAlignerVariants, packagedRecipes } from './aligner-build.js';
 import { alignerModelCard } from './aligner-card.js';
 
@@ -200,7 +201,7 @@ async function runBuild(
     options: {
       variants: opts.variants, layouts, attention: opts.attention ?? 'onnx', awq: opts.awq ?? null, awqAlpha: opts.awq ? (opts.awqAlpha ?? 0.2) : null,
       compareAudio: opts.compareAudio.length ? opts.compareAudio : 'builtin-synthetic-6s',
-      minTop1: opts.minTop1, minCosine: opts.minCosine, level: opts.level, quantize: QUANTIZE_DEFAULTS,
+      minTop1: opts.minTop1, minCosine: opts.minCosine, level: opts.level, quantize: aligner ? { ...QUANTIZE_DEFAULTS, blockSize: ALIGNER_BLOCK_SIZE } : QUANTIZE_DEFAULTS,
       preset: opts.preset ?? BUILD_PRESET, recipe: opts.recipe ?? {},
       // What each quantized variant's components are, as config.json and the manifests state it.
       recipes: aligner
@@ -237,10 +238,12 @@ async function buildLayout(
   });
 
   const quantized = opts.variants.filter((v) => v !== 'fp32');
+  const aligner = (await modelDirKind(modelDir)) === 'forced_aligner';
   for (const v of quantized) {
     progress.info(`quantize ${v}`);
     await quantizeModelDir({
       ...QUANTIZE_DEFAULTS,
+      blockSize: aligner ? ALIGNER_BLOCK_SIZE : QUANTIZE_DEFAULTS.blockSize,
       modelDir,
       bits: Number(v.slice(3)) as 4 | 8,
       preset: opts.preset ?? BUILD_PRESET,
@@ -252,7 +255,7 @@ async function buildLayout(
     });
   }
 
-  if (quantized.length && (await modelDirKind(modelDir)) === 'forced_aligner') {
+  if (quantized.length && aligner) {
     // The aligner's output is timestamp classes, not text: its own gate (package/aligner-build.ts).
     await gateAlignerVariants(modelDir, quantized, opts.minTop1, progress);
   } else if (quantized.length) {

@@ -7,7 +7,7 @@ import { loadModel, type LoadedModel } from '../common/onnx/index.js';
 import { tinyAlignerModelDir } from '../fixtures/test-support.js';
 import { alignerAgreement, DEFAULT_CASES } from '../runtime/aligner-compare.js';
 import { OutputConfigSchema } from '../model-dir/config.js';
-import { ALIGNER_HEAD_DEFAULT } from './aligner.js';
+import { ALIGNER_BLOCK_SIZE, ALIGNER_HEAD_DEFAULT } from './aligner.js';
 import { quantizeModelDir, QUANTIZE_DEFAULTS } from './model-dir.js';
 import { removeTempDirs, tempDir } from './test-graphs.js';
 
@@ -18,9 +18,10 @@ afterAll(removeTempDirs);
  * real 152064-row vocabulary and 5000 classes), 190 timestamp positions over 5 seeded inputs
  * (runtime/aligner-compare.ts DEFAULT_CASES).
  *
+ * These runs take block 64 (QUANTIZE_DEFAULTS; an aligner's own default is ALIGNER_BLOCK_SIZE).
  * Measured (2-core box; the figures are deterministic): with every other component int4, an int8
- * head gives the same class as an fp32 head at 190/190 positions, an int4 head at 158/190; the
- * whole int4 model matches fp32 at 86/190 (45 %), the whole int8 model at 171/190 (90 %). Random
+ * head gives the same class as an fp32 head at 188/190 positions, an int4 head at 156/190; the
+ * whole int4 model matches fp32 at 85/190 (45 %), the whole int8 model at 186/190 (98 %). Random
  * weights give near-flat class logits (a median top-1 lead of a few tenths of a logit) and no
  * temporal order, so a changed class lands anywhere; chance is 1/5000. The floors sit well below
  * the measured rates (~2.5 binomial standard deviations).
@@ -81,13 +82,14 @@ describe('quantize on a forced-aligner directory', () => {
     expect(await size('aligner_weights.int4.data')).toBeLessThan((await size('aligner_weights.data')) / 4);
   });
 
-  it('the head precision: int8 changes no class of an fp32 head, int4 changes some (why int8 is the default)', async () => {
+  it('the head precision: int8 changes almost no class of an fp32 head, int4 changes many (why int8 is the default)', async () => {
     const int8Head = await alignerAgreement(dirs.headFp32, dirs.whole, 'int4', DEFAULT_CASES, 'int4');
     const int4Head = await alignerAgreement(dirs.headFp32, dirs.headInt4, 'int4', DEFAULT_CASES, 'int4');
     console.log(`aligner head vs an fp32 head (rest int4): int8 ${int8Head.same}/${int8Head.positions}, int4 ${int4Head.same}/${int4Head.positions}`);
     expect(int8Head.positions).toBe(190);
-    expect(int8Head.same).toBe(int8Head.positions);
-    expect(int4Head.same).toBeLessThan(int4Head.positions);
+    // Measured 188/190 (int8) and 156/190 (int4): the two int8 changes are near-ties of random weights.
+    expect(int8Head.same / int8Head.positions).toBeGreaterThanOrEqual(0.98);
+    expect(int4Head.same).toBeLessThan(int8Head.same - 0.1 * int8Head.positions);
   });
 
   it('int4 and int8 agree with fp32 on the timestamp classes (floors below the measured rates)', async () => {
@@ -99,6 +101,16 @@ describe('quantize on a forced-aligner directory', () => {
     expect(int4.same / int4.positions).toBeGreaterThanOrEqual(FLOOR.int4);
     expect(int8.same / int8.positions).toBeGreaterThanOrEqual(FLOOR.int8);
     expect(int8.same).toBeGreaterThan(int4.same);
+  });
+
+  it('takes the aligner\'s own block size when none is given (ALIGNER_BLOCK_SIZE), the one given otherwise', async () => {
+    const dir = await copyOf(floatDir);
+    const { blockSize: _unset, ...noBlock } = opts(dir);
+    const r = await quantizeModelDir(noBlock);
+    expect(ALIGNER_BLOCK_SIZE).toBe(128);
+    expect(r.stated).toMatchObject({ aligner_decoder: 'int4_rtn_block128_al4', embedding: 'int4_rtn_block128_gather', lm_head: 'int8_rtn_block128_al4' });
+    const given = await quantizeModelDir(opts(await copyOf(floatDir), { blockSize: 32 }));
+    expect(given.stated).toMatchObject({ aligner_decoder: 'int4_rtn_block32_al4', encoder: 'int4_rtn_block32_al4' });
   });
 
   it('writes the same bytes when run again on another copy', async () => {

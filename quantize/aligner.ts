@@ -29,17 +29,26 @@ import { transformGraphs, type TransformReport } from './transform.js';
  */
 
 /**
- * The head's default precision: int8 (block 64, accuracy level 4). Measured on the tiny aligner
+ * The head's default precision: int8 (accuracy level 4). Measured on the tiny aligner
  * (quantize/aligner.test.ts, investigation/INVESTIGATION.md): with the rest of the model int4, an
- * int8 head changes as few timestamp classes as an fp32 head does while an int4 head adds its own
- * class changes; the head is 5000 x 1024, so int8 costs 5 MB against 20 MB float and 2.8 MB int4.
+ * int8 head keeps 188 of 190 timestamp classes of an fp32 head, an int4 head 156; the head is
+ * 5000 x 1024, so int8 costs 5 MB against 20 MB float and 2.8 MB int4.
  */
 export const ALIGNER_HEAD_DEFAULT = 'int8';
 
+/**
+ * The aligner's default block size (the ASR models' is QUANTIZE_DEFAULTS.blockSize, 64): 128, the
+ * block onnxruntime's own MatMulNBits quantiser defaults to. It is what brings the int4 package
+ * under the 450 MB target (block 64: 488 MB; 128: 449 MB with the float16 lookup scales and bf16
+ * conv weights) at ~10 % more weight error on normal weights (investigation entries 35, 36);
+ * `--block-size 64` keeps the finer blocks.
+ */
+export const ALIGNER_BLOCK_SIZE = 128;
+
 /** The aligner's recipe: preset `whole` unless one is given, the head at ALIGNER_HEAD_DEFAULT unless --lm-head says. */
-export function alignerRecipe(o: Pick<QuantizeDirOptions, 'bits' | 'blockSize' | 'accuracyLevel' | 'symmetric' | 'preset' | 'overrides'>): Recipe {
+export function alignerRecipe(o: Pick<QuantizeDirOptions, 'bits' | 'blockSize' | 'accuracyLevel' | 'symmetric' | 'clip' | 'preset' | 'overrides'>): Recipe {
   const overrides = { lm_head: ALIGNER_HEAD_DEFAULT, ...(o.overrides ?? {}) };
-  return resolveRecipe(o.preset ?? 'whole', overrides, { bits: o.bits, blockSize: o.blockSize, accuracyLevel: o.accuracyLevel, symmetric: o.symmetric });
+  return resolveRecipe(o.preset ?? 'whole', overrides, { bits: o.bits, blockSize: o.blockSize ?? ALIGNER_BLOCK_SIZE, accuracyLevel: o.accuracyLevel, symmetric: o.symmetric, clip: o.clip ?? false });
 }
 
 /** config.json's statement of an aligner recipe (the keys before any variant suffix). */
@@ -89,7 +98,7 @@ async function quantizeLocked(
     const p = join(dir, alignerGraphFileName(g));
     try { await access(p); } catch (err) { throw fsError('cannot read', p, err); }
   }
-  const nbits = { bits: o.bits, blockSize: o.blockSize, accuracyLevel: o.accuracyLevel, symmetric: o.symmetric, exclude: o.exclude };
+  const nbits = { bits: o.bits, blockSize: o.blockSize ?? ALIGNER_BLOCK_SIZE, accuracyLevel: o.accuracyLevel, symmetric: o.symmetric, ...(o.clip ? { clip: true } : {}), exclude: o.exclude };
   const select = recipeSelector(components);
   const stated = statedAlignerRecipe(components);
   let staged: StagedFiles | undefined;

@@ -35,9 +35,12 @@ export const DECODER_GRAPHS = ['decoder_init', 'decoder_step'] as const;
 export interface QuantizeDirOptions {
   modelDir: string;
   bits: 4 | 8;
-  blockSize: number;
+  /** Unset: the model kind's default (QUANTIZE_DEFAULTS.blockSize; a forced aligner's ALIGNER_BLOCK_SIZE). */
+  blockSize?: number;
   accuracyLevel: number;
   symmetric: boolean;
+  /** Search each block's clipping range (quantize/rtn.ts `clip`) for the preset's quantised components. */
+  clip?: boolean;
   exclude: string[];
   /** RMSNorm fusion before quantising (default on). */
   fuse: boolean;
@@ -87,16 +90,17 @@ export interface QuantizeDirResult {
  * SkipSimplifiedLayerNormalization stays off: it measured no faster (investigation entries 5, 11, 18).
  * Packing sibling projections is on: identical outputs, faster steps (entry 18).
  */
-export const QUANTIZE_DEFAULTS = { bits: 4, blockSize: 64, accuracyLevel: 4, symmetric: false, fuse: true, skipFusion: false, pack: true } as const;
+export const QUANTIZE_DEFAULTS = { bits: 4, blockSize: 64, accuracyLevel: 4, symmetric: false, clip: false, fuse: true, skipFusion: false, pack: true } as const;
 
-export function recipeName(o: Pick<QuantizeDirOptions, 'bits' | 'blockSize' | 'accuracyLevel' | 'symmetric'> & { awq?: Pick<AwqOptions, 'alpha'> }): string {
-  return `int${o.bits}${o.awq ? `_awq${o.awq.alpha}` : ''}_rtn_block${o.blockSize}_al${o.accuracyLevel}${o.symmetric ? '_sym' : ''}`;
+export function recipeName(o: Pick<QuantizeDirOptions, 'bits' | 'blockSize' | 'accuracyLevel' | 'symmetric' | 'clip'> & { awq?: Pick<AwqOptions, 'alpha'> }): string {
+  return `int${o.bits}${o.awq ? `_awq${o.awq.alpha}` : ''}_rtn_block${o.blockSize}_al${o.accuracyLevel}${o.symmetric ? '_sym' : ''}${o.clip ? '_clip' : ''}`;
 }
 
 export function validateQuantizeOptions(o: Pick<QuantizeDirOptions, 'bits' | 'blockSize' | 'accuracyLevel'>): void {
   if (o.bits !== 4 && o.bits !== 8) throw new UserError(`--bits must be 4 or 8, got ${o.bits}`);
   // onnxruntime's MatMulNBits needs a power of two >= 16; its fast CPU kernels (MLAS) stop at 256.
-  if (!Number.isInteger(o.blockSize) || o.blockSize < 16 || o.blockSize > 256 || (o.blockSize & (o.blockSize - 1)) !== 0) {
+  const b = o.blockSize;
+  if (b !== undefined && (!Number.isInteger(b) || b < 16 || b > 256 || (b & (b - 1)) !== 0)) {
     throw new UserError(`--block-size must be a power of two >= 16 and <= 256 (MatMulNBits), got ${o.blockSize}`);
   }
   if (!Number.isInteger(o.accuracyLevel) || o.accuracyLevel < 0 || o.accuracyLevel > 4) {
@@ -145,8 +149,8 @@ async function readConfig(configPath: string): Promise<{ configText: string; raw
 }
 
 /** The options' recipe: the preset (default `decoders`) over the base spec, with the overrides. */
-export function recipeOf(o: Pick<QuantizeDirOptions, 'bits' | 'blockSize' | 'accuracyLevel' | 'symmetric' | 'preset' | 'overrides'>): Recipe {
-  return resolveRecipe(o.preset ?? 'decoders', o.overrides ?? {}, { bits: o.bits, blockSize: o.blockSize, accuracyLevel: o.accuracyLevel, symmetric: o.symmetric });
+export function recipeOf(o: Pick<QuantizeDirOptions, 'bits' | 'blockSize' | 'accuracyLevel' | 'symmetric' | 'clip' | 'preset' | 'overrides'>): Recipe {
+  return resolveRecipe(o.preset ?? 'decoders', o.overrides ?? {}, { bits: o.bits, blockSize: o.blockSize ?? QUANTIZE_DEFAULTS.blockSize, accuracyLevel: o.accuracyLevel, symmetric: o.symmetric, clip: o.clip ?? false });
 }
 
 /** config.json's statement of a recipe (keys as for int4; other variants get a `.<variant>` suffix). */
@@ -218,7 +222,7 @@ async function quantizeLocked(o: QuantizeDirOptions, dir: string, variant: strin
   const stated = statedRecipe(components, o.awq?.alpha, plan.decoders.map((d) => d.graph));
   const tied = Boolean((raw.decoder as { tie_word_embeddings?: unknown } | undefined)?.tie_word_embeddings);
   const select = recipeSelector(components);
-  const nbits = { bits: o.bits, blockSize: o.blockSize, accuracyLevel: o.accuracyLevel, symmetric: o.symmetric, exclude: o.exclude };
+  const nbits = { bits: o.bits, blockSize: o.blockSize ?? QUANTIZE_DEFAULTS.blockSize, accuracyLevel: o.accuracyLevel, symmetric: o.symmetric, ...(o.clip ? { clip: true } : {}), exclude: o.exclude };
   const encoderReports: TransformReport[] = [];
   try {
     staged = await StagedFiles.create(dir, `quantize-${variant}`);
