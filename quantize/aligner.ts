@@ -120,6 +120,7 @@ async function quantizeLocked(
         dataFile: st.fileFor(alignerWeightsFileName('encoder', variant)),
         fuse: false, skipFusion: false, pack: o.pack ?? true,
         quantize: nbits, select, excludeMustMatch: false, threads: o.threads, progress: o.progress,
+        ...(o.bf16ConvMinBytes !== undefined ? { bf16ConvMinBytes: o.bf16ConvMinBytes } : {}),
       });
     }
     assertExcludesMatched(o.exclude, [...report.graphs, ...(encoder?.graphs ?? [])]);

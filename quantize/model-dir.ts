@@ -60,6 +60,8 @@ export interface QuantizeDirOptions {
   preset?: PresetName;
   /** Per-component specs over the preset: `{ encoder: 'int8', embedding: 'fp32', ... }`. */
   overrides?: Readonly<Record<string, string>>;
+  /** Conv weights of at least this many bytes stored as bfloat16 when exact (transform.ts; default 1 MiB; tests lower it). */
+  bf16ConvMinBytes?: number | null;
   /** How the lookup and the lm_head name their shared table (gather-block-quantized.ts; default 'range'). */
   share?: 'range' | 'reshape';
   threads?: number;
@@ -253,6 +255,7 @@ async function quantizeLocked(o: QuantizeDirOptions, dir: string, variant: strin
           dataFile: staged.fileFor(e.data(variant)),
           fuse: false, skipFusion: false, pack: o.pack ?? QUANTIZE_DEFAULTS.pack,
           quantize: nbits, select, excludeMustMatch: false, threads: o.threads, progress: o.progress,
+          ...(o.bf16ConvMinBytes !== undefined ? { bf16ConvMinBytes: o.bf16ConvMinBytes } : {}),
         }));
       }
     }

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dimsFromConfig, readCheckpointConfig, type ModelDims } from '../checkpoint/config.js';
 import { openSafetensors } from '../checkpoint/safetensors.js';
 import { UserError } from '../common/errors.js';
-import { loadModel, type ValueInfoProto } from '../common/onnx/index.js';
+import { DataType, loadModel, type ValueInfoProto } from '../common/onnx/index.js';
 import { loadReferenceWeights, referenceEncoder, referenceGreedyDecode, type WeightLookup } from '../fixtures/reference/index.js';
 import { runSherpa, sherpaModelPaths, type SherpaClipResult, type SherpaRun } from '../fixtures/sherpa-consumer.js';
 import { untiedTinyCheckpointDir } from '../fixtures/sherpa-support.js';
@@ -198,6 +198,32 @@ describe('sherpa-onnx OfflineRecognizer vs our runtime on the int4 files', () =>
       const first = want.findIndex((t, k) => t !== got[k]);
       if (first < 0) expect(got).toEqual(want);
       else expect(ours.gaps[first], `${file}: diverges at token ${first}`).toBeLessThan(0.05);
+    }
+  });
+
+  it('the whole-model recipe (int4 encoder, an int4 lookup with float16 scales, bf16 conv weights): sherpa-onnx gives our tokens up to the first near-tie', async () => {
+    const wholeDir = await linkedCopy('int4-whole', dir, (rel) => !rel.includes('.int4.'));
+    // The tiny convs are a few KiB: threshold 0 so the bf16 Casts are in the files sherpa-onnx loads.
+    const q = await quantizeModelDir({ modelDir: wholeDir, ...QUANTIZE_DEFAULTS, bits: 4, preset: 'whole', exclude: [], threads: 1, bf16ConvMinBytes: 0 });
+    const frontend = await loadModel(join(wholeDir, 'conv_frontend.int4.onnx'));
+    expect(frontend.graph.initializer.filter((t) => t.dataType === DataType.BFLOAT16).length).toBe(frontend.graph.node.filter((n) => n.opType === 'Conv').length);
+    // This checkpoint is untied (sherpa-support.ts): the lookup has its own table, with float16 scales.
+    expect(q.sharedEmbedding).toBe(false);
+    expect(q.components.embedding.precision).toBe('int4');
+    const whole = await SherpaAsrModel.load(wholeDir, { variant: 'int4', threads: 1 });
+    try {
+      const theirs = await runSherpa({ model: await sherpaModelPaths(wholeDir, 'int4'), files: clips, maxNewTokens: TOKENS, maxTotalLen: 1024, numThreads: 1 });
+      for (const [i, file] of clips.entries()) {
+        const ours = await decodeWithGaps(whole, file);
+        const want = sherpaResultFor(whole.tokenizer, ours.tokens).tokens;
+        const got = theirs.results[i].tokens;
+        const first = want.findIndex((t, k) => t !== got[k]);
+        if (first < 0) expect(got).toEqual(want);
+        else expect(ours.gaps[first], `${file}: diverges at token ${first}`).toBeLessThan(0.05);
+        expect(got.length).toBeGreaterThan(0);
+      }
+    } finally {
+      await whole.release();
     }
   });
 
