@@ -1,12 +1,12 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../common/errors.js';
-import { loadModel, toNumber, type LoadedModel } from '../common/onnx/index.js';
 import { readSupportFiles } from '../checkpoint/support-files.js';
 import { ALIGNER_GRAPHS, alignerGraphFileName, type AlignerGraphName } from '../model-dir/aligner.js';
 import type { OutputConfig } from '../model-dir/config.js';
 import { CONFIG_FILE, OPTIONAL_SUPPORT_FILES, settleModelDir } from '../model-dir/files.js';
 import type { ModelCheckTarget } from './model-checks.js';
+import { checkGraphWidths, type WidthRule } from './graph-widths.js';
 import { checkExternalData } from './onnx-check.js';
 
 /**
@@ -76,29 +76,13 @@ export async function checkAlignerContents(t: ModelCheckTarget, config: OutputCo
   for (const [field, value] of [['timestamp_token_id', stamp], ['timestamp_segment_ms', segment], ['classify_num', classes]] as const) {
     if (value === undefined) throw new UserError(`${configName}: ${field}: missing (model_kind "forced_aligner" needs it)`);
   }
-  const widths: Array<{ graph: AlignerGraphName; kind: 'input' | 'output'; name: string; value: number; field: string }> = [
+  const widths: WidthRule<AlignerGraphName>[] = [
     { graph: 'encoder', kind: 'output', name: 'audio_features', value: config.encoder.output_dim, field: 'encoder.output_dim' },
     { graph: 'aligner_decoder', kind: 'input', name: 'audio_features', value: config.decoder.hidden_size, field: 'decoder.hidden_size' },
     { graph: 'aligner_decoder', kind: 'output', name: 'timestamp_logits', value: classes as number, field: 'classify_num' },
   ];
-  const loaded = new Map<AlignerGraphName, { file: string; model: LoadedModel }>();
-  for (const w of widths) {
-    let g = loaded.get(w.graph);
-    if (!g) {
-      const file = await alignerGraphFileFor(t.dir, w.graph, t.variant).catch((err: unknown) => {
-        throw err instanceof UserError ? new UserError(err.message.split(t.dir).join(t.display)) : err;
-      });
-      const model = await loadModel(join(t.dir, file)).catch((err: unknown) => {
-        throw err instanceof UserError ? new UserError(err.message.split(join(t.dir, file)).join(`${t.display}/${file}`)) : err;
-      });
-      g = { file, model };
-      loaded.set(w.graph, g);
-    }
-    const got = lastDim(g.model, w.kind, w.name);
-    if (got !== w.value) {
-      throw new UserError(`${t.display}/${g.file}: ${w.kind} ${w.name} is ${got ?? 'absent or symbolic'} wide, but config.json ${w.field} is ${w.value}`);
-    }
-  }
+  // The aligner's exporter fixes all three widths: a symbolic one is a wrong file, not a choice.
+  await checkGraphWidths(t, widths, (graph) => alignerGraphFileFor(t.dir, graph, t.variant), true);
   const s = config.special_tokens;
   const expectedTokens = [
     ...(Object.entries(ALIGNER_TOKENS) as [keyof typeof ALIGNER_TOKENS, string][])
@@ -108,14 +92,6 @@ export async function checkAlignerContents(t: ModelCheckTarget, config: OutputCo
   await readSupportFiles(t.dir, { vocabSize: config.decoder.vocab_size, expectedTokens }).catch((err: unknown) => {
     throw err instanceof UserError ? new UserError(err.message.split(t.dir).join(t.display)) : err;
   });
-}
-
-function lastDim(model: LoadedModel, kind: 'input' | 'output', name: string): number | null {
-  const values = kind === 'input' ? model.model.graph?.input : model.model.graph?.output;
-  const dims = values?.find((x) => x.name === name)?.type?.tensorType?.shape?.dim;
-  if (!dims || dims.length === 0) return null;
-  const last = dims[dims.length - 1];
-  return last.dimValue === null || last.dimValue === undefined ? null : toNumber(last.dimValue) || null;
 }
 
 async function isFile(path: string): Promise<boolean> {

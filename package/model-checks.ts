@@ -1,11 +1,12 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError, fsError } from '../common/errors.js';
-import { loadModel, toNumber, type LoadedModel } from '../common/onnx/index.js';
+import { toNumber, type LoadedModel } from '../common/onnx/index.js';
 import { parseJsonWith } from '../checkpoint/config.js';
 import { OutputConfigSchema, type OutputConfig } from '../model-dir/config.js';
 import { readSupportFiles } from '../checkpoint/support-files.js';
 import { graphFileFor } from './variant-files.js';
+import { checkGraphWidths, type WidthRule } from './graph-widths.js';
 import { checkAlignerContents } from './aligner-files.js';
 import { CONFIG_FILE, EMBED_TOKENS_BIN } from '../model-dir/files.js';
 import { SHERPA_TOKENIZER_DIR, type AnyGraphName, type Layout } from '../model-dir/layout.js';
@@ -53,12 +54,12 @@ export async function checkModelContents(t: ModelCheckTarget): Promise<OutputCon
   }
   if ((config.layout ?? 'split') === 'sherpa-onnx') {
     // The embedding lives inside decoder.onnx; the tokenizer in tokenizer/.
-    await checkGraphWidths(t, config, SHERPA_WIDTHS(config), 'sherpa-onnx');
+    await checkLayoutWidths(t, config, SHERPA_WIDTHS(config), 'sherpa-onnx');
     await checkTokenizer({ ...t, dir: join(t.dir, SHERPA_TOKENIZER_DIR), display: `${t.display}/${SHERPA_TOKENIZER_DIR}` }, config);
     return config;
   }
   await checkEmbedTable(t, config);
-  await checkGraphWidths(t, config, SPLIT_WIDTHS(config), 'split');
+  await checkLayoutWidths(t, config, SPLIT_WIDTHS(config), 'split');
   await checkTokenizer(t, config);
   return config;
 }
@@ -94,20 +95,9 @@ async function checkEmbedTable(t: ModelCheckTarget, config: OutputConfig): Promi
   }
 }
 
-/** The fixed width of a graph input's or output's last axis, or null when it is symbolic or absent. */
-function lastDim(model: LoadedModel, kind: 'input' | 'output', name: string): number | null {
-  const values = kind === 'input' ? model.model.graph?.input : model.model.graph?.output;
-  const v = values?.find((x) => x.name === name);
-  const dims = v?.type?.tensorType?.shape?.dim;
-  if (!dims || dims.length === 0) return null;
-  const last = dims[dims.length - 1];
-  return last.dimValue === null || last.dimValue === undefined ? null : toNumber(last.dimValue) || null;
-}
+type Rule = WidthRule<AnyGraphName>;
 
-/** A graph input's or output's last-axis width that config.json fixes. */
-interface WidthRule { graph: AnyGraphName; kind: 'input' | 'output'; name: string; value: number; field: string }
-
-const SPLIT_WIDTHS = (config: OutputConfig): WidthRule[] => [
+const SPLIT_WIDTHS = (config: OutputConfig): Rule[] => [
   { graph: 'encoder', kind: 'output', name: 'audio_features', value: config.encoder.output_dim, field: 'encoder.output_dim' },
   { graph: 'decoder_init', kind: 'input', name: 'audio_features', value: config.decoder.hidden_size, field: 'decoder.hidden_size' },
   { graph: 'decoder_init', kind: 'output', name: 'logits', value: config.decoder.vocab_size, field: 'decoder.vocab_size' },
@@ -115,7 +105,7 @@ const SPLIT_WIDTHS = (config: OutputConfig): WidthRule[] => [
   { graph: 'decoder_step', kind: 'output', name: 'logits', value: config.decoder.vocab_size, field: 'decoder.vocab_size' },
 ];
 
-const SHERPA_WIDTHS = (config: OutputConfig): WidthRule[] => [
+const SHERPA_WIDTHS = (config: OutputConfig): Rule[] => [
   { graph: 'conv_frontend', kind: 'output', name: 'conv_output', value: config.encoder.hidden_size, field: 'encoder.hidden_size' },
   { graph: 'encoder', kind: 'input', name: 'conv_output', value: config.encoder.hidden_size, field: 'encoder.hidden_size' },
   { graph: 'encoder', kind: 'output', name: 'audio_features', value: config.encoder.output_dim, field: 'encoder.output_dim' },
@@ -123,25 +113,9 @@ const SHERPA_WIDTHS = (config: OutputConfig): WidthRule[] => [
   { graph: 'decoder', kind: 'output', name: 'logits', value: config.decoder.vocab_size, field: 'decoder.vocab_size' },
 ];
 
-async function checkGraphWidths(t: ModelCheckTarget, config: OutputConfig, want: WidthRule[], layout: Layout): Promise<void> {
-  const loaded = new Map<string, { file: string; model: LoadedModel }>();
-  for (const w of want) {
-    let g = loaded.get(w.graph);
-    if (!g) {
-      const file = await graphFileFor(t.dir, w.graph, t.variant, layout).catch((err: unknown) => {
-        throw err instanceof UserError ? new UserError(err.message.split(t.dir).join(t.display)) : err;
-      });
-      const model = await loadModel(join(t.dir, file)).catch((err: unknown) => {
-        throw err instanceof UserError ? new UserError(err.message.split(join(t.dir, file)).join(`${t.display}/${file}`)) : err;
-      });
-      g = { file, model };
-      loaded.set(w.graph, g);
-    }
-    const got = lastDim(g.model, w.kind, w.name);
-    if (got !== null && got !== w.value) {
-      throw new UserError(`${t.display}/${g.file}: ${w.kind} ${w.name} is ${got} wide, but config.json ${w.field} is ${w.value}`);
-    }
-  }
+async function checkLayoutWidths(t: ModelCheckTarget, config: OutputConfig, want: Rule[], layout: Layout): Promise<void> {
+  // A symbolic width is the graph's business (onnxruntime checks it at run time); a fixed one must agree.
+  const loaded = await checkGraphWidths(t, want, (graph) => graphFileFor(t.dir, graph, t.variant, layout), false);
   if (layout === 'sherpa-onnx') {
     const dec = loaded.get('decoder');
     if (dec) checkSherpaDecoderInputs(t, config, dec.file, dec.model);
