@@ -146,27 +146,27 @@ function lastLogits(logits: ort.Tensor): Float32Array {
 const int64 = (values: number[], dims: number[]): ort.Tensor =>
   new ort.Tensor('int64', BigInt64Array.from(values, (v) => BigInt(v)), dims);
 
-/** Prefill + greedy loop. */
-export async function greedyDecode(model: AsrModel, prompt: Prompt, audioFeatures: ort.Tensor, opts: DecodeOptions): Promise<GreedyResult> {
-  const eos = new Set(model.config.special_tokens.eos_token_ids);
-  const hidden = model.config.decoder.hidden_size;
-  const S = prompt.ids.length;
+/**
+ * The greedy loop of both layouts: `prefill` returns the first logits row, `step(token, n)` feeds
+ * one token at position S + n and returns the next row. Stops at an EOS id, after maxNewTokens
+ * (the last token is never fed) or on a repeated cycle; forced tokens (teacher forcing) replace the
+ * argmax and skip both stops.
+ */
+export async function greedyLoop(
+  prefill: () => Promise<Float32Array>, step: (token: number, n: number) => Promise<Float32Array>,
+  eosIds: readonly number[], opts: DecodeOptions,
+): Promise<GreedyResult> {
+  const eos = new Set(eosIds);
+  const limit = opts.forcedTokens ? Math.min(opts.maxNewTokens, opts.forcedTokens.length) : opts.maxNewTokens;
+  const guard = opts.repetitionGuard ?? true;
   const started = performance.now();
-  let out = await model.decoderInit.run({
-    input_ids: int64(prompt.ids, [1, S]),
-    position_ids: int64(prompt.ids.map((_, i) => i), [1, S]),
-    audio_features: audioFeatures,
-    audio_offset: int64([prompt.audioOffset], [1]),
-  });
+  let row = await prefill();
   const prefillMs = performance.now() - started;
   const stepMs: number[] = [];
   const tokens: number[] = [];
-  const limit = opts.forcedTokens ? Math.min(opts.maxNewTokens, opts.forcedTokens.length) : opts.maxNewTokens;
-  const guard = opts.repetitionGuard ?? true;
   for (let n = 0; n < limit; n += 1) {
-    const logits = lastLogits(out.logits);
-    opts.onLogits?.(n, logits);
-    const next = opts.forcedTokens ? opts.forcedTokens[n] : argmaxRow(logits, 0, logits.length);
+    opts.onLogits?.(n, row);
+    const next = opts.forcedTokens ? opts.forcedTokens[n] : argmaxRow(row, 0, row.length);
     if (!opts.forcedTokens && eos.has(next)) return { tokens, stoppedAtEos: true, stoppedByRepetitionGuard: false, prefillMs, stepMs };
     tokens.push(next);
     if (n + 1 === limit) break;
@@ -174,16 +174,35 @@ export async function greedyDecode(model: AsrModel, prompt: Prompt, audioFeature
       return { tokens, stoppedAtEos: false, stoppedByRepetitionGuard: true, prefillMs, stepMs };
     }
     const t0 = performance.now();
-    const row = await model.embeddings.row(next);
+    row = await step(next, n);
+    stepMs.push(performance.now() - t0);
+  }
+  return { tokens, stoppedAtEos: false, stoppedByRepetitionGuard: false, prefillMs, stepMs };
+}
+
+/** Prefill + greedy loop on the split layout (decoder_init, then decoder_step with the caches it returns). */
+export async function greedyDecode(model: AsrModel, prompt: Prompt, audioFeatures: ort.Tensor, opts: DecodeOptions): Promise<GreedyResult> {
+  const hidden = model.config.decoder.hidden_size;
+  const S = prompt.ids.length;
+  let out: ort.InferenceSession.OnnxValueMapType;
+  return greedyLoop(async () => {
+    out = await model.decoderInit.run({
+      input_ids: int64(prompt.ids, [1, S]),
+      position_ids: int64(prompt.ids.map((_, i) => i), [1, S]),
+      audio_features: audioFeatures,
+      audio_offset: int64([prompt.audioOffset], [1]),
+    });
+    return lastLogits(out.logits);
+  }, async (token, n) => {
+    const row = await model.embeddings.row(token);
     out = await model.decoderStep.run({
       input_embeds: new ort.Tensor('float32', row, [1, 1, hidden]),
       position_ids: int64([S + n], [1, 1]),
       past_keys: out.present_keys,
       past_values: out.present_values,
     });
-    stepMs.push(performance.now() - t0);
-  }
-  return { tokens, stoppedAtEos: false, stoppedByRepetitionGuard: false, prefillMs, stepMs };
+    return lastLogits(out.logits);
+  }, model.config.special_tokens.eos_token_ids, opts);
 }
 
 /**

@@ -1,8 +1,8 @@
 import * as ort from 'onnxruntime-node';
 import { UserError } from '../common/errors.js';
-import { audioTokenCount } from './decode.js';
+import { audioTokenCount, greedyLoop } from './decode.js';
 import type { LogMel } from './mel.js';
-import { endsInRepeatedCycle, type Prompt } from './prompt.js';
+import type { Prompt } from './prompt.js';
 import type { EmbeddingTable } from './session.js';
 
 /**
@@ -105,40 +105,23 @@ export interface StepLoopOptions {
   onLogits?: (step: number, row: Float32Array) => void;
 }
 
-function argmaxRow(row: Float32Array): number {
-  let best = 0;
-  let bestValue = -Infinity;
-  for (let i = 0; i < row.length; i += 1) if (row[i] > bestValue) { bestValue = row[i]; best = i; }
-  return best;
-}
-
-/** The greedy loop of greedyDecode from a prefill, on a decoder_step session. Returns the tokens without the EOS. */
+/** The greedy loop of greedyDecode (decode.ts greedyLoop) from a prefill, on a decoder_step session. Returns the tokens without the EOS. */
 export async function decodeSteps(
   step: GraphSession, path: string, embeddings: EmbeddingTable, start: Prefilled, opts: StepLoopOptions,
 ): Promise<{ tokens: number[]; stoppedAtEos: boolean }> {
-  const eos = new Set(opts.eosTokenIds);
-  const limit = opts.forcedTokens ? Math.min(opts.maxNewTokens, opts.forcedTokens.length) : opts.maxNewTokens;
-  const guard = opts.repetitionGuard ?? true;
-  const tokens: number[] = [];
-  let { row, keys, values } = start;
-  for (let n = 0; n < limit; n += 1) {
-    opts.onLogits?.(n, row);
-    const next = opts.forcedTokens ? opts.forcedTokens[n] : argmaxRow(row);
-    if (!opts.forcedTokens && eos.has(next)) return { tokens, stoppedAtEos: true };
-    tokens.push(next);
-    if (n + 1 === limit) break;
-    if (guard && !opts.forcedTokens && endsInRepeatedCycle(tokens)) break;
+  let { keys, values } = start;
+  const r = await greedyLoop(async () => start.row, async (token, n) => {
     const out = await step.run({
-      input_embeds: new ort.Tensor('float32', await embeddings.row(next), [1, 1, opts.hidden]),
+      input_embeds: new ort.Tensor('float32', await embeddings.row(token), [1, 1, opts.hidden]),
       position_ids: int64([start.promptLength + n], [1, 1]),
       past_keys: keys,
       past_values: values,
     });
     const logits = output(out, 'logits', path);
     const vocab = logits.dims[2];
-    row = (logits.data as Float32Array).subarray((logits.dims[1] - 1) * vocab, logits.dims[1] * vocab);
     keys = output(out, 'present_keys', path);
     values = output(out, 'present_values', path);
-  }
-  return { tokens, stoppedAtEos: false };
+    return (logits.data as Float32Array).subarray((logits.dims[1] - 1) * vocab, logits.dims[1] * vocab);
+  }, opts.eosTokenIds, opts);
+  return { tokens: r.tokens, stoppedAtEos: r.stoppedAtEos };
 }

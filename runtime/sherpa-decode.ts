@@ -1,8 +1,8 @@
 import * as ort from 'onnxruntime-node';
 import { UserError } from '../common/errors.js';
-import type { DecodeOptions, GreedyResult } from './decode.js';
+import { greedyLoop, type DecodeOptions, type GreedyResult } from './decode.js';
 import type { LogMel } from './mel.js';
-import { endsInRepeatedCycle, type Prompt } from './prompt.js';
+import type { Prompt } from './prompt.js';
 import type { SherpaAsrModel } from './sherpa-session.js';
 import type { EncodedAudio } from './speech-model.js';
 
@@ -94,13 +94,6 @@ export async function encodeSherpa(model: SherpaAsrModel, mel: LogMel): Promise<
   return { features: view, audioTokens: Math.min(valid, kept) };
 }
 
-function argmaxRow(row: Float32Array): number {
-  let best = 0;
-  let bestValue = -Infinity;
-  for (let i = 0; i < row.length; i += 1) if (row[i] > bestValue) { bestValue = row[i]; best = i; }
-  return best;
-}
-
 /** The cache tensors of a decode, keyed by the decoder's input names (views of model.cache's buffers). */
 export function cacheFeeds(model: SherpaAsrModel, rows: number): Record<string, ort.Tensor> {
   const kv = model.cache.views(rows);
@@ -147,36 +140,17 @@ export async function decoderCall(
   return (logits.data as Float32Array).subarray((n - 1) * vocab, n * vocab);
 }
 
-/** Prefill + greedy loop on the one decoder graph, caches written in place. */
+/** Prefill + greedy loop (decode.ts greedyLoop) on the one decoder graph, caches written in place. */
 export async function sherpaGreedyDecode(model: SherpaAsrModel, prompt: Prompt, audio: EncodedAudio, opts: DecodeOptions): Promise<GreedyResult> {
-  const eos = new Set(model.config.special_tokens.eos_token_ids);
   const limit = opts.forcedTokens ? Math.min(opts.maxNewTokens, opts.forcedTokens.length) : opts.maxNewTokens;
-  const guard = opts.repetitionGuard ?? true;
-  const stepMs: number[] = [];
-  const tokens: number[] = [];
-  if (audio.audioTokens === 0 || limit <= 0) return { tokens, stoppedAtEos: audio.audioTokens === 0, stoppedByRepetitionGuard: false, prefillMs: 0, stepMs };
+  if (audio.audioTokens === 0 || limit <= 0) return { tokens: [], stoppedAtEos: audio.audioTokens === 0, stoppedByRepetitionGuard: false, prefillMs: 0, stepMs: [] };
   const S = prompt.ids.length;
   // Rows ever written: the prompt plus one per fed token (the last generated one is never fed).
   const kvFeeds = cacheFeeds(model, S + limit - 1);
-  const run = (ids: BigInt64Array, position: number): Promise<Float32Array> => decoderCall(model, audio.features, kvFeeds, ids, position);
-
-  const started = performance.now();
-  let row = await run(BigInt64Array.from(prompt.ids, (id) => BigInt(id)), 0);
-  const prefillMs = performance.now() - started;
   const next1 = new BigInt64Array(1);
-  for (let n = 0; n < limit; n += 1) {
-    opts.onLogits?.(n, row);
-    const next = opts.forcedTokens ? opts.forcedTokens[n] : argmaxRow(row);
-    if (!opts.forcedTokens && eos.has(next)) return { tokens, stoppedAtEos: true, stoppedByRepetitionGuard: false, prefillMs, stepMs };
-    tokens.push(next);
-    if (n + 1 === limit) break;
-    if (guard && !opts.forcedTokens && endsInRepeatedCycle(tokens)) {
-      return { tokens, stoppedAtEos: false, stoppedByRepetitionGuard: true, prefillMs, stepMs };
-    }
-    const t0 = performance.now();
-    next1[0] = BigInt(next);
-    row = await run(next1, S + n);
-    stepMs.push(performance.now() - t0);
-  }
-  return { tokens, stoppedAtEos: false, stoppedByRepetitionGuard: false, prefillMs, stepMs };
+  return greedyLoop(
+    () => decoderCall(model, audio.features, kvFeeds, BigInt64Array.from(prompt.ids, (id) => BigInt(id)), 0),
+    (token, n) => { next1[0] = BigInt(token); return decoderCall(model, audio.features, kvFeeds, next1, S + n); },
+    model.config.special_tokens.eos_token_ids, opts,
+  );
 }
