@@ -112,16 +112,24 @@ export function kvBytes(model: AsrModel, past: number): number {
   return 2 * d.num_layers * d.num_key_value_heads * past * d.head_dim * 4;
 }
 
-export async function measureRuntime(o: RuntimeBenchOptions): Promise<RuntimeFigures> {
-  const loadOpts = { variant: o.variant, threads: o.threads };
+/**
+ * One untimed load first (page cache, ORT's one-time init), then `reps` timed loads (each released
+ * before the next); returns the last model, still loaded, and the timed loads' own loadMs.
+ */
+export async function timedLoads<M extends { loadMs: number; release(): Promise<void> }>(load: () => Promise<M>, reps: number): Promise<{ model: M; loads: number[] }> {
   const loads: number[] = [];
-  // One untimed load first (page cache, ORT's one-time init); then timed loads.
-  let model = await AsrModel.load(o.modelDir, loadOpts);
-  for (let i = 0; i < o.loadReps; i++) {
+  let model = await load();
+  for (let i = 0; i < reps; i++) {
     await model.release();
-    model = await AsrModel.load(o.modelDir, loadOpts);
+    model = await load();
     loads.push(model.loadMs);
   }
+  return { model, loads };
+}
+
+export async function measureRuntime(o: RuntimeBenchOptions): Promise<RuntimeFigures> {
+  const loadOpts = { variant: o.variant, threads: o.threads };
+  const { model, loads } = await timedLoads(() => AsrModel.load(o.modelDir, loadOpts), o.loadReps);
   try {
     const frames = Math.round(o.audioSeconds * 100);
     const mel = syntheticMel(model.config.encoder.num_mel_bins, frames);

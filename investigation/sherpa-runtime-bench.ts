@@ -7,7 +7,7 @@ import { cacheFeeds, decoderCall } from '../runtime/sherpa-decode.js';
 import { SherpaAsrModel } from '../runtime/sherpa-session.js';
 import type { SpeechModel } from '../runtime/speech-model.js';
 import { isExternal, loadModel, tensorBytes } from '../common/onnx/index.js';
-import { syntheticMel, type RuntimeFigures, type StepFigure } from './runtime-bench.js';
+import { syntheticMel, timedLoads, type RuntimeFigures, type StepFigure } from './runtime-bench.js';
 import { median, round, timeRepeated, timing, type Timing } from './stats.js';
 
 /**
@@ -85,13 +85,7 @@ export async function timeSherpaStep(model: SherpaAsrModel, audio: ort.Tensor, p
 
 export async function measureSherpaRuntime(o: SherpaRuntimeBenchOptions): Promise<RuntimeFigures> {
   const loadOpts = { variant: o.variant, threads: o.threads };
-  const loads: number[] = [];
-  let model = await SherpaAsrModel.load(o.modelDir, loadOpts);
-  for (let i = 0; i < o.loadReps; i++) {
-    await model.release();
-    model = await SherpaAsrModel.load(o.modelDir, loadOpts);
-    loads.push(model.loadMs);
-  }
+  const { model, loads } = await timedLoads(() => SherpaAsrModel.load(o.modelDir, loadOpts), o.loadReps);
   try {
     const frames = Math.round(o.audioSeconds * 100);
     const mel = syntheticMel(model.config.encoder.num_mel_bins, frames);
