@@ -114,6 +114,11 @@ export class RtnWorkerPool {
   }
 
   private onDone(w: Worker, msg: { id: number; error?: string }): void {
+    // A job that finishes while close() terminates the pool was already rejected there, and its
+    // worker must stay ref'd until terminated: unref'ing it here let the event loop run dry while
+    // close() awaited terminate(), and the process exited 13 ("unsettled top-level await") instead
+    // of reporting the error that closed the pool (the NaN-weight quantize, ~1 run in 7).
+    if (this.closed) return;
     const p = this.running.get(w);
     this.running.delete(w);
     w.unref();
@@ -137,7 +142,7 @@ export class RtnWorkerPool {
     for (const [w, p] of this.running) { p.reject(new Error('worker pool closed')); this.running.delete(w); }
     // Idle workers are unref'd; an unref'd worker's terminate() does not keep the event loop alive,
     // so without ref() the process could run out of work while awaiting it and exit with Node's
-    // "unsettled top-level await" code 13 (seen once in CI on the NaN-weight error path).
+    // "unsettled top-level await" code 13 (onDone leaves the refs alone once closed).
     for (const w of this.workers) w.ref();
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
