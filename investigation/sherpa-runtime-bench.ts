@@ -7,7 +7,7 @@ import { cacheFeeds, decoderCall } from '../runtime/sherpa-decode.js';
 import { SherpaAsrModel } from '../runtime/sherpa-session.js';
 import type { SpeechModel } from '../runtime/speech-model.js';
 import { isExternal, loadModel, tensorBytes } from '../common/onnx/index.js';
-import { syntheticMel, timedLoads, type RuntimeFigures, type StepFigure } from './runtime-bench.js';
+import { syntheticMel, timedLoads, type RuntimeBenchOptions, type RuntimeFigures, type StepFigure } from './runtime-bench.js';
 import { median, round, timeRepeated, timing, type Timing } from './stats.js';
 
 /**
@@ -20,16 +20,8 @@ import { median, round, timeRepeated, timing, type Timing } from './stats.js';
  * process) on the same int4 files.
  */
 
-export interface SherpaRuntimeBenchOptions {
-  modelDir: string;
-  variant: string;
-  threads?: number;
-  warmup: number;
-  reps: number;
-  loadReps: number;
-  audioSeconds: number;
-  pastLengths: number[];
-}
+/** The same options as runtime-bench.ts, for a sherpa-onnx layout directory. */
+export type SherpaRuntimeBenchOptions = RuntimeBenchOptions;
 
 /**
  * Bytes of weights one decoder step must read: every external range once, except a token table
